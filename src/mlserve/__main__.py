@@ -1,0 +1,5 @@
+"""`python -m mlserve` runs the command line."""
+
+from mlserve.cli.main import entry
+
+entry()

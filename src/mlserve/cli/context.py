@@ -1,0 +1,60 @@
+"""What every command shares: global options, the settings they build, and the registry."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from mlserve.registry import RegistryStore
+from mlserve.settings import Settings, load_settings
+
+console = Console()
+"""Standard output, for results."""
+err_console = Console(stderr=True)
+"""Standard error, for progress and problems."""
+
+
+@dataclass(slots=True)
+class CliContext:
+    """Global flags, turned into Settings once per command with that command's own flags."""
+
+    config: Path | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+    _store: RegistryStore | None = None
+
+    def settings(self, **command_flags: Any) -> Settings:
+        """Settings from every source; command flags beat global flags."""
+        return load_settings(self.config, **{**self.flags, **command_flags})
+
+    def store(self) -> RegistryStore:
+        """The registry the settings name (opened, and migrated, on first use)."""
+        if self._store is None:
+            settings = self.settings()
+            self._store = RegistryStore(
+                settings.resolved_database_url,
+                settings.resolved_artifact_root,
+                cache_dir=settings.home / "cache",
+            )
+        return self._store
+
+
+def context(ctx: typer.Context) -> CliContext:
+    """The CliContext the main callback stored."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliContext):  # a command invoked without the main callback
+        obj = CliContext()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def actor() -> str:
+    """Who is acting, for audit trails."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,136 @@
+"""The `mlserve` command: global options, sub-commands, and the one error-to-exit-code table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.markup import escape
+
+from mlserve import __version__
+from mlserve.cli import init_cmd, predict_cmd, registry_cmds, status_cmd, train_cmd
+from mlserve.cli.context import CliContext, err_console
+from mlserve.errors import (
+    ArtifactError,
+    ConfigError,
+    Conflict,
+    DatasetError,
+    InvalidInput,
+    MlserveError,
+    NotFound,
+)
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="mlserve",
+    help="Train, register, serve and monitor machine-learning models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+EXIT_CODES: list[tuple[type[MlserveError], int]] = [
+    (NotFound, 3),
+    (DatasetError, 4),
+    (InvalidInput, 4),
+    (ArtifactError, 5),
+    (ConfigError, 6),
+    (Conflict, 7),
+    (MlserveError, 1),
+]
+"""Searched in order; the first class the error is an instance of gives the exit code."""
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Settings file (default: ./mlserve.yaml).")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Folder of the embedded registry (default: .mlserve).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Registry database URL (SQLAlchemy).", show_default=False)
+    ] = None,
+    artifact_root: Annotated[
+        str | None, typer.Option(help="Artifact root: a folder or an fsspec URL.")
+    ] = None,
+    safe_loading: Annotated[
+        bool | None,
+        typer.Option("--safe-loading/--no-safe-loading", help="Load only skops artifacts."),
+    ] = None,
+) -> None:
+    """Train, register, serve and monitor machine-learning models.
+
+    Settings come from defaults < mlserve.yaml < MLSERVE_* environment and .env < flags.
+    """
+    flags = {
+        "home": home,
+        "database_url": database_url,
+        "artifact_root": artifact_root,
+        "safe_loading": safe_loading,
+    }
+    ctx.obj = CliContext(config=config, flags={k: v for k, v in flags.items() if v is not None})
+
+
+@app.command()
+def version() -> None:
+    """Print mlserve's version."""
+    typer.echo(__version__)
+
+
+app.command(name="init")(init_cmd.init)
+app.command(name="train")(train_cmd.train)
+app.command(name="register")(registry_cmds.register)
+app.command(name="predict")(predict_cmd.predict)
+app.command(name="status")(status_cmd.status)
+app.add_typer(registry_cmds.models_app, name="models")
+app.add_typer(registry_cmds.alias_app, name="alias")
+app.add_typer(registry_cmds.runs_app, name="runs")
+
+
+def exit_code_for(error: MlserveError) -> int:
+    """The exit code for an error, from EXIT_CODES."""
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: run a command; errors become one line on stderr and a non-zero exit code."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="mlserve", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        return 130
+    except MlserveError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if isinstance(exc, DatasetError):
+            for problem in exc.problems:
+                err_console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        return exit_code_for(exc)
+    except Exception as exc:  # the CLI edge: one line, never a traceback on screen
+        log.debug("unexpected error", exc_info=True)
+        err_console.print(
+            f"[red]error:[/red] unexpected {type(exc).__name__}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    return 0
+
+
+def entry() -> None:
+    """Console-script wrapper around :func:`run`."""
+    sys.exit(run())

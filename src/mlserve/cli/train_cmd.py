@@ -1,0 +1,105 @@
+"""`mlserve train`: validate a dataset, train a baseline, compare, register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from mlserve.cli.context import console, context, err_console
+from mlserve.errors import InvalidInput
+from mlserve.training import ALL_ESTIMATORS, TrainRequest, TrainResult
+from mlserve.training import train as run_training
+from mlserve.training.evaluate import HIGHER_IS_BETTER
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="Training data: CSV, Parquet or JSON.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: the file's stem).")] = None,
+    estimator: Annotated[
+        str | None,
+        typer.Option(
+            help=f"One of: {', '.join(ALL_ESTIMATORS)}. Default: logistic_regression "
+            "for classification, ridge for regression."
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification or regression (default: inferred).")
+    ] = None,
+    test_size: Annotated[float, typer.Option(help="Share of rows held out for testing.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the split and the estimator.")] = 0,
+    alias: Annotated[str | None, typer.Option(help="Point this alias at the new version.")] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option(help="Column to leave out (repeatable).")
+    ] = None,
+    model_format: Annotated[
+        str, typer.Option("--format", help="joblib, or skops for safe loading.")
+    ] = "joblib",
+    description: Annotated[str, typer.Option(help="A note stored with the version.")] = "",
+) -> None:
+    """Train a scikit-learn baseline on DATA, compare it with a trivial model, and register it.
+
+    Example: [bold]mlserve train data/churn.csv --target churned --estimator random_forest
+    --alias staging[/bold]
+    """
+    if task not in (None, "classification", "regression"):
+        raise InvalidInput(f"--task must be classification or regression, got {task!r}")
+    if model_format not in ("joblib", "skops"):
+        raise InvalidInput(f"--format must be joblib or skops, got {model_format!r}")
+    if estimator is not None and estimator not in ALL_ESTIMATORS:
+        raise InvalidInput(
+            f"unknown estimator {estimator!r}; choose one of: {', '.join(ALL_ESTIMATORS)}"
+        )
+    fmt: Literal["joblib", "skops"] = "skops" if model_format == "skops" else "joblib"
+    request = TrainRequest(
+        data=data,
+        target=target,
+        name=name,
+        estimator=estimator,
+        task=task,  # type: ignore[arg-type]  # checked above
+        test_size=test_size,
+        seed=seed,
+        alias=alias,
+        drop=tuple(drop or ()),
+        model_format=fmt,
+        description=description,
+    )
+    store = context(ctx).store()
+    with err_console.status("training") as status:
+        result = run_training(store, request, on_step=status.update)
+    _print_summary(result)
+
+
+def _print_summary(result: TrainResult) -> None:
+    for problem in result.report.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {problem.message}", highlight=False)
+    version = result.version
+    table = Table(
+        title=f"{version.name}:{version.version}  ({result.report.task}, "
+        f"{version.params.get('estimator')})"
+    )
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("", justify="left")
+    for metric, value in result.metrics.items():
+        base = result.baseline_metrics.get(metric)
+        better = base is None or (value > base if metric in HIGHER_IS_BETTER else value < base)
+        table.add_row(
+            metric,
+            f"{value:.4f}",
+            "-" if base is None else f"{base:.4f}",
+            "[green]better[/green]" if better else "[red]not better[/red]",
+        )
+    console.print(table)
+    aliases = f" as {', '.join(version.aliases)}" if version.aliases else ""
+    console.print(
+        f"Registered [bold]{version.name}:{version.version}[/bold]{aliases} "
+        f"({result.rows_train} training rows, {result.rows_test} test rows, "
+        f"{result.duration_s:.1f}s).",
+        highlight=False,
+    )

@@ -1,0 +1,106 @@
+"""The one tree of errors mlserve raises on purpose.
+
+Errors say what went wrong in words a user can act on, and nothing about HTTP status codes or
+exit codes: `serving/errors.py` and `cli/main.py` map them, each with one table.
+"""
+
+from __future__ import annotations
+
+
+class MlserveError(Exception):
+    """Base for every error we raise on purpose."""
+
+
+class NotFound(MlserveError):
+    """Something the user named does not exist."""
+
+
+class InvalidInput(MlserveError):
+    """The user's input (a reference, a dataset, a request) is malformed or inconsistent."""
+
+
+class Conflict(MlserveError):
+    """The request contradicts the current state (e.g. a name already taken)."""
+
+
+class NotReady(MlserveError):
+    """A component exists but cannot answer yet (model loading, server draining)."""
+
+
+class Overloaded(MlserveError):
+    """Too much work queued; the caller should retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(MlserveError):
+    """A request waited longer than its deadline."""
+
+
+class Unauthorized(MlserveError):
+    """No credentials were presented."""
+
+
+class Forbidden(MlserveError):
+    """Credentials were presented but are not valid."""
+
+
+class ConfigError(MlserveError):
+    """The configuration (file, environment, flags) is invalid."""
+
+
+class ModelNotFound(NotFound):
+    """No model with that name is registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is not registered")
+        self.name = name
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not that version."""
+
+    def __init__(self, name: str, version: int | str) -> None:
+        super().__init__(f"model {name!r} has no version {version}")
+        self.name, self.version = name, version
+
+
+class AliasNotFound(NotFound):
+    """The model exists but has no such alias."""
+
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"model {name!r} has no alias {alias!r}")
+        self.name, self.alias = name, alias
+
+
+class InvalidReference(InvalidInput):
+    """A model reference such as ``churn@production`` could not be parsed."""
+
+
+class DatasetError(InvalidInput):
+    """A dataset could not be read or failed validation; ``problems`` lists every finding."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ArtifactError(MlserveError):
+    """An artifact is missing, unreadable or of an unsupported kind."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's sha256 differs from the one recorded at registration."""
+
+    def __init__(self, uri: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"artifact {uri} failed its integrity check: sha256 is {actual[:12]}…, "
+            f"registered as {expected[:12]}…; refusing to load a tampered or corrupted model"
+        )
+        self.uri, self.expected, self.actual = uri, expected, actual
+
+
+class UnsafeArtifact(ArtifactError):
+    """Safe loading is on and the artifact would run untrusted code when loaded."""

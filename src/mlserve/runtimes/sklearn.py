@@ -1,0 +1,149 @@
+"""scikit-learn runtime: joblib artifacts, or skops ones for loading without running pickles."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from mlserve.errors import ArtifactError, InvalidInput, UnsafeArtifact
+from mlserve.runtimes.base import Batch
+from mlserve.types import Signature, VersionManifest
+
+SKOPS_SUFFIX = ".skops"
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def dump_sklearn(estimator: Any, path: Path) -> Path:
+    """Save an estimator as joblib, or as skops when ``path`` ends in ``.skops``."""
+    if path.suffix == SKOPS_SUFFIX:
+        import skops.io as sio
+
+        sio.dump(estimator, path)
+    else:
+        joblib.dump(estimator, path)
+    return path
+
+
+def load_sklearn(path: Path, *, safe: bool) -> Any:
+    """Load an estimator file; with ``safe``, only skops files holding trusted types.
+
+    Raises UnsafeArtifact when safe loading refuses the file, ArtifactError when unreadable.
+    """
+    if path.suffix == SKOPS_SUFFIX:
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        if safe and untrusted:
+            raise UnsafeArtifact(
+                f"{path.name} holds types that safe loading does not trust: {', '.join(untrusted)}"
+            )
+        return sio.load(path, trusted=untrusted or None)
+    if safe:
+        raise UnsafeArtifact(
+            f"safe loading is on and {path.name} is a pickle, which runs code when loaded; "
+            "register a .skops file instead (mlserve train --format skops)"
+        )
+    try:
+        with warnings.catch_warnings():
+            # A model pickled by another scikit-learn version still loads; we record it instead.
+            warnings.simplefilter("ignore")
+            return joblib.load(path)
+    except Exception as exc:  # a corrupt pickle can raise nearly anything
+        raise ArtifactError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from None
+
+
+class SklearnRuntime:
+    """Any scikit-learn estimator or Pipeline; thread-safe for prediction."""
+
+    framework: ClassVar[str] = "sklearn"
+    needs_process: ClassVar[bool] = False
+
+    def __init__(self, estimator: Any, signature: Signature) -> None:
+        self._estimator = estimator
+        self.signature = signature
+        self._names = signature.feature_names
+        self._wants_frame = hasattr(estimator, "feature_names_in_")
+        self._numeric = [f.name for f in signature.inputs if f.kind != "categorical"]
+        self._categorical = [f.name for f in signature.inputs if f.kind == "categorical"]
+        self._has_proba = hasattr(estimator, "predict_proba")
+        raw_classes = getattr(estimator, "classes_", None)
+        self._classes: list[object] = [] if raw_classes is None else list(raw_classes)
+
+    @classmethod
+    def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> SklearnRuntime:
+        """Load the model file of a verified version folder."""
+        return cls(load_sklearn(folder / manifest.model_file, safe=safe), manifest.signature)
+
+    @property
+    def estimator(self) -> Any:
+        """The underlying scikit-learn object."""
+        return self._estimator
+
+    @property
+    def has_proba(self) -> bool:
+        """True when the estimator has ``predict_proba``."""
+        return self._has_proba
+
+    @property
+    def classes(self) -> list[object]:
+        """Class labels in ``predict_proba`` column order (empty for regressors)."""
+        return self._classes
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        """Predict one output per row."""
+        return np.asarray(self._estimator.predict(self._prepare(batch)))
+
+    def predict_proba(self, batch: Batch) -> np.ndarray:
+        """Class probabilities; raises InvalidInput when the model has none."""
+        if not self._has_proba:
+            raise InvalidInput("this model does not give probabilities (no predict_proba)")
+        return np.asarray(self._estimator.predict_proba(self._prepare(batch)))
+
+    def _prepare(self, batch: Batch) -> Batch:
+        """Put rows in signature order, as a frame when the model was fitted on one."""
+        if isinstance(batch, pd.DataFrame):
+            missing = [name for name in self._names if name not in batch.columns]
+            if missing:
+                raise InvalidInput(f"missing feature column(s): {', '.join(missing)}")
+            frame = batch[self._names]
+            if not self._wants_frame:
+                return frame.to_numpy(dtype=np.float64)
+            return _normalize(frame, self._numeric, self._categorical)
+        array = np.asarray(batch)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        if array.ndim != 2 or array.shape[1] != len(self._names):
+            raise InvalidInput(
+                f"expected rows of {len(self._names)} features "
+                f"({', '.join(self._names[:5])}{', …' if len(self._names) > 5 else ''}), "
+                f"got shape {list(array.shape)}"
+            )
+        if not self._wants_frame:
+            return array
+        frame = pd.DataFrame(array, columns=self._names)
+        return _normalize(frame, self._numeric, self._categorical)
+
+
+def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Numeric columns as float64 (naming the first that will not convert), categoricals as str.
+
+    Training stored categorical values as strings, so a client sending ``3`` for ``"3"`` still
+    hits the right one-hot column.
+    """
+    needs_cast = [c for c in numeric if frame[c].dtype.kind not in "fiub"]
+    if not needs_cast and not categorical:
+        return frame
+    frame = frame.copy()
+    for column in categorical:
+        frame[column] = frame[column].map(lambda v: np.nan if pd.isna(v) else str(v)).astype(object)
+    for column in needs_cast:
+        try:
+            frame[column] = pd.to_numeric(frame[column], errors="raise").astype(np.float64)
+        except (ValueError, TypeError):
+            raise InvalidInput(f"feature {column!r} must be numeric") from None
+    return frame

@@ -1,0 +1,124 @@
+"""The one settings object: defaults < mlserve.yaml < environment and .env < command-line flags.
+
+`cli` (or a test) builds it once and hands components only the values they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from mlserve.errors import ConfigError
+
+CONFIG_FILE = "mlserve.yaml"
+
+
+class Settings(BaseSettings):
+    """Every knob mlserve has; each documented where it is declared (and in .env.example)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLSERVE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    home: Path = Path(".mlserve")
+    """Folder for the embedded registry database and artifacts."""
+    database_url: str | None = None
+    """Registry database; any SQLAlchemy URL. Default: a SQLite file in `home`."""
+    artifact_root: str | None = None
+    """Where artifacts live: a local folder or an fsspec URL (s3://...). Default: `home`/artifacts."""
+    safe_loading: bool = False
+    """Refuse pickle/joblib artifacts; load only skops files with trusted types."""
+
+    host: str = "127.0.0.1"
+    """Address the server listens on."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port the server listens on."""
+    workers: int = Field(default=1, ge=1)
+    """Server processes sharing the port."""
+    inference_workers: int = Field(default=4, ge=1)
+    """Threads that run model code in each server process."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most rows the micro-batcher stacks into one predict call."""
+    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    """How long the micro-batcher holds a request while waiting for company."""
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    nan_policy: Literal["reject", "allow"] = "reject"
+    """What to do with NaN or infinite inputs: reject with 400, or pass them to the model."""
+    api_key: SecretStr | None = None
+    """API key(s) for inference endpoints, comma-separated. Unset: no auth."""
+    protect_health: bool = False
+    """Require the API key on health and metrics endpoints too."""
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long in-flight requests get to finish."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    log_format: Literal["json", "text"] = "json"
+    """JSON lines for machines or plain text for people."""
+
+    @field_validator("database_url", "artifact_root")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) beat the environment, which beats .env, which beats mlserve.yaml."""
+        config_file = init_settings.init_kwargs.pop("_config_file", None)  # type: ignore[attr-defined]  # init source keeps kwargs here
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file or CONFIG_FILE)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, yaml_source
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The registry URL, defaulting to a SQLite file under `home`."""
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """The artifact root, defaulting to `home`/artifacts."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The configured API keys (empty when auth is off)."""
+        if self.api_key is None:
+            return ()
+        return tuple(k.strip() for k in self.api_key.get_secret_value().split(",") if k.strip())
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from every source; ``overrides`` are command-line flags (None = not given).
+
+    Raises ConfigError with one line per problem instead of pydantic's multi-line report.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(_config_file=config_file, **flags)  # type: ignore[call-arg]  # routed to the yaml source
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
