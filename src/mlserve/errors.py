@@ -104,3 +104,15 @@ class ArtifactIntegrityError(ArtifactError):
 
 class UnsafeArtifact(ArtifactError):
     """Safe loading is on and the artifact would run untrusted code when loaded."""
+
+
+class PayloadTooLarge(MlserveError):
+    """A request body exceeds the configured limit."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit_bytes} bytes")
+        self.limit_bytes = limit_bytes
+
+
+class RateLimited(MlserveError):
+    """The caller sent too many requests."""

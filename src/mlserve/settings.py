@@ -56,14 +56,19 @@ class Settings(BaseSettings):
     """How long the micro-batcher holds a request while waiting for company."""
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
-    nan_policy: Literal["reject", "allow"] = "reject"
-    """What to do with NaN or infinite inputs: reject with 400, or pass them to the model."""
+    nan_policy: Literal["nullable", "reject", "allow"] = "nullable"
+    """Missing (NaN/null) and infinite inputs: `nullable` accepts missing values only in features
+    that had them in training and rejects infinities with 400; `reject` refuses both; `allow`
+    passes everything to the model."""
     api_key: SecretStr | None = None
     """API key(s) for inference endpoints, comma-separated. Unset: no auth."""
     protect_health: bool = False
     """Require the API key on health and metrics endpoints too."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long in-flight requests get to finish."""
+
+    access_log: bool = True
+    """Log one JSON line per request (method, path, status, latency, model, version)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from mlserve import __version__
-from mlserve.cli import init_cmd, predict_cmd, registry_cmds, status_cmd, train_cmd
+from mlserve.cli import init_cmd, predict_cmd, registry_cmds, serve_cmd, status_cmd, train_cmd
 from mlserve.cli.context import CliContext, err_console
 from mlserve.errors import (
     ArtifactError,
@@ -91,6 +91,7 @@ app.command(name="train")(train_cmd.train)
 app.command(name="register")(registry_cmds.register)
 app.command(name="predict")(predict_cmd.predict)
 app.command(name="status")(status_cmd.status)
+app.command(name="serve")(serve_cmd.serve)
 app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
 app.add_typer(registry_cmds.runs_app, name="runs")

@@ -1,0 +1,61 @@
+"""`mlserve serve`: the inference server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlserve.cli.context import context, err_console
+from mlserve.logging import configure_logging
+from mlserve.serving import ServeOptions, build_app, serve_single, serve_workers, warn_if_exposed
+
+FACTORY = "mlserve.serving:app_from_environment"
+
+
+def serve(
+    ctx: typer.Context,
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Models to serve: NAME, NAME:VERSION or NAME@ALIAS. "
+            "Default: every model's production alias."
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes sharing the port.")] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Serve self-describing version folders (mlserve.json) with no database."),
+    ] = None,
+) -> None:
+    """Serve models over HTTP: Open Inference Protocol v2, /v1 JSON and MLflow /invocations.
+
+    Example: [bold]mlserve serve churn@production --port 8080[/bold]
+    """
+    cli = context(ctx)
+    settings = cli.settings(host=host, port=port, workers=workers)
+    configure_logging(settings.log_level, settings.log_format)
+    options = ServeOptions(
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        drain_timeout_s=settings.drain_timeout_s,
+        has_api_key=bool(settings.api_keys),
+    )
+    warning = warn_if_exposed(options)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if options.workers > 1:
+        overrides = {**cli.flags, "host": settings.host, "port": settings.port}
+        env = {f"MLSERVE_{k.upper()}": str(v) for k, v in overrides.items()}
+        spec = {"refs": list(refs or []), "model_dir": str(model_dir) if model_dir else None}
+        build_app(settings, list(refs or []), model_dir)  # fail fast on typos, in this process
+        serve_workers(FACTORY, options, spec, env)
+        return
+    app = build_app(settings, list(refs or []), model_dir)
+    serve_single(app, options)

@@ -1,0 +1,85 @@
+"""Prometheus instruments with stable names, built on a registry the caller passes in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Request latency buckets: 0.5 ms to 10 s."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingMetrics:
+    """Every instrument the server updates. Label values are low-cardinality by design."""
+
+    requests: Counter
+    errors: Counter
+    latency: Histogram
+    in_flight: Gauge
+    load_seconds: Gauge
+    model_ready: Gauge
+    predictions: Counter
+    rows: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ServingMetrics:
+        """Register the instruments on ``registry`` (tests use a fresh one each)."""
+        request_labels = ("model", "version", "protocol", "status")
+        return cls(
+            requests=Counter(
+                "mlserve_requests",
+                "Requests answered, by model, version, protocol and status code.",
+                request_labels,
+                registry=registry,
+            ),
+            errors=Counter(
+                "mlserve_request_errors",
+                "Requests answered with a 4xx or 5xx status.",
+                request_labels,
+                registry=registry,
+            ),
+            latency=Histogram(
+                "mlserve_request_duration_seconds",
+                "Time from receiving a request to sending its response.",
+                ("model", "version", "protocol"),
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            in_flight=Gauge(
+                "mlserve_requests_in_flight",
+                "Requests being handled right now.",
+                ("protocol",),
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            load_seconds=Gauge(
+                "mlserve_model_load_seconds",
+                "Seconds it took to load and warm a model version.",
+                ("model", "version"),
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+            model_ready=Gauge(
+                "mlserve_model_ready",
+                "1 when the model version is loaded and warmed, else 0.",
+                ("model", "version"),
+                registry=registry,
+                multiprocess_mode="min",
+            ),
+            predictions=Counter(
+                "mlserve_predictions",
+                "Predicted rows by class label (regressors count under class '').",
+                ("model", "version", "class"),
+                registry=registry,
+            ),
+            rows=Counter(
+                "mlserve_rows",
+                "Rows predicted.",
+                ("model", "version"),
+                registry=registry,
+            ),
+        )

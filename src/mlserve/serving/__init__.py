@@ -1,0 +1,18 @@
+"""The inference server: Open Inference Protocol v2, a simple JSON API and MLflow scoring."""
+
+from mlserve.serving.app import app_from_environment, build_app, create_app
+from mlserve.serving.models import ModelSource, discover_model_dir, resolve_sources
+from mlserve.serving.server import ServeOptions, serve_single, serve_workers, warn_if_exposed
+
+__all__ = [
+    "ModelSource",
+    "ServeOptions",
+    "app_from_environment",
+    "build_app",
+    "create_app",
+    "discover_model_dir",
+    "resolve_sources",
+    "serve_single",
+    "serve_workers",
+    "warn_if_exposed",
+]

@@ -1,0 +1,175 @@
+"""create_app: wire settings, models, executor, metrics and routes into one ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from mlserve import __version__
+from mlserve.errors import MlserveError
+from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.registry import RegistryStore
+from mlserve.serving import routes_v1, routes_v2
+from mlserve.serving.docs import DOC_MODELS
+from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
+from mlserve.serving.executor import InferenceExecutor
+from mlserve.serving.inference import Predictor
+from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
+from mlserve.serving.models import ModelManager, ModelSource, discover_model_dir, resolve_sources
+from mlserve.serving.state import ServerState
+from mlserve.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set when several worker processes share one port; /metrics then sums them."""
+SOURCES_ENV = "MLSERVE_SERVE_SOURCES"
+"""JSON {"refs": [...], "model_dir": ...}: what worker processes serve."""
+
+
+def build_app(settings: Settings, refs: list[str], model_dir: Path | None) -> FastAPI:
+    """The app for `mlserve serve`: registry references (default: every production alias) or
+    a folder of self-describing versions with no database.
+
+    Raises NotFound when a reference or the folder names nothing; such typos stop the start.
+    """
+    if model_dir is not None:
+        return create_app(settings, discover_model_dir(model_dir))
+    store = RegistryStore(
+        settings.resolved_database_url,
+        settings.resolved_artifact_root,
+        cache_dir=settings.home / "cache",
+    )
+    return create_app(settings, resolve_sources(store, refs), store=store)
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for worker processes: settings from the environment, models from SOURCES_ENV."""
+    spec = orjson.loads(os.environ.get(SOURCES_ENV, "{}"))
+    model_dir = spec.get("model_dir")
+    return build_app(
+        load_settings(), list(spec.get("refs", [])), Path(model_dir) if model_dir else None
+    )
+
+
+def create_app(
+    settings: Settings,
+    sources: list[ModelSource],
+    *,
+    store: RegistryStore | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The server application. Models load in the background once it starts."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; *_created series double cardinality
+    registry = metrics_registry or CollectorRegistry()
+    metrics = ServingMetrics.create(registry)
+    executor = InferenceExecutor(settings.inference_workers)
+    manager = ModelManager(
+        sources,
+        store=store,
+        executor=executor,
+        metrics=metrics,
+        nan_policy=settings.nan_policy,
+        safe_loading=settings.safe_loading,
+    )
+    state = ServerState(
+        models=manager,
+        predictor=Predictor(executor, metrics),
+        max_request_bytes=settings.max_request_bytes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(manager.load_all(), name="load-models")
+        try:
+            yield
+        finally:
+            state.draining = True
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await asyncio.to_thread(executor.shutdown)
+            if store is not None:
+                store.close()
+
+    app = FastAPI(
+        title="mlserve",
+        version=__version__,
+        description="Open Inference Protocol v2, a simple JSON API and MLflow-compatible scoring.",
+        lifespan=lifespan,
+    )
+    app.state.mlserve = state
+    app.include_router(routes_v2.router)
+    app.include_router(routes_v1.router)
+    app.add_exception_handler(MlserveError, handle_mlserve_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(_exposition(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    app.add_middleware(
+        ObservabilityMiddleware,
+        config=MiddlewareConfig(
+            api_keys=settings.api_keys,
+            protect_health=settings.protect_health,
+            max_request_bytes=settings.max_request_bytes,
+            access_log=settings.access_log,
+        ),
+        metrics=metrics,
+    )
+    return app
+
+
+def _exposition(registry: CollectorRegistry) -> bytes:
+    if os.environ.get(MULTIPROC_ENV):
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # prometheus_client lacks hints here
+        return generate_latest(combined)
+    return generate_latest(registry)
+
+
+async def _http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    return json_error(error.status_code, str(error.detail))
+
+
+async def _validation_error(_request: Request, error: Exception) -> Response:
+    return json_error(400, f"invalid request: {error}")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request models documented through openapi_extra."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in DOC_MODELS:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,72 @@
+"""Run a prediction for any protocol: pick outputs, call the model off the loop, count results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mlserve.errors import InvalidInput
+from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.runtimes import Batch, Runtime
+from mlserve.serving.executor import InferenceExecutor
+from mlserve.serving.models import LoadedModel
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+
+
+def available_outputs(model: LoadedModel) -> list[str]:
+    """Outputs this model can give."""
+    assert model.runtime is not None
+    return [PREDICT, PREDICT_PROBA] if model.runtime.has_proba else [PREDICT]
+
+
+def check_outputs(model: LoadedModel, names: Sequence[str]) -> list[str]:
+    """The requested outputs (``predict`` when none), each checked to exist."""
+    if not names:
+        return [PREDICT]
+    available = available_outputs(model)
+    for name in names:
+        if name not in available:
+            raise InvalidInput(
+                f"unknown output {name!r} for model {model.name!r}; available: {', '.join(available)}"
+            )
+    return list(names)
+
+
+def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Runs in a worker thread: every requested output from one batch."""
+    results: dict[str, np.ndarray] = {}
+    if PREDICT in outputs:
+        results[PREDICT] = runtime.predict(batch)
+    if PREDICT_PROBA in outputs:
+        results[PREDICT_PROBA] = runtime.predict_proba(batch)
+    return results
+
+
+class Predictor:
+    """Predicts with a loaded model and records what it predicted."""
+
+    def __init__(self, executor: InferenceExecutor, metrics: ServingMetrics) -> None:
+        self._executor = executor
+        self._metrics = metrics
+
+    async def predict(
+        self, model: LoadedModel, batch: Batch, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Every requested output for ``batch``; raises InvalidInput for rows the model rejects."""
+        assert model.runtime is not None
+        results = await self._executor.run(_compute, model.runtime, batch, tuple(outputs))
+        self._count(model, results)
+        return results
+
+    def _count(self, model: LoadedModel, results: dict[str, np.ndarray]) -> None:
+        predicted = results.get(PREDICT)
+        rows = len(predicted) if predicted is not None else len(next(iter(results.values())))
+        self._metrics.rows.labels(model.name, model.version).inc(rows)
+        if predicted is None or not model.class_labels:
+            return
+        labels, counts = np.unique(predicted, return_counts=True)
+        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            self._metrics.predictions.labels(model.name, model.version, str(label)).inc(count)

@@ -1,0 +1,170 @@
+"""One pure-ASGI middleware: request ids, auth, body limit, metrics, access logs, version header.
+
+Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlserve.errors import Forbidden, PayloadTooLarge, Unauthorized
+from mlserve.logging import model_var, request_id_var, version_var
+from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.serving.errors import error_response
+
+log = logging.getLogger("mlserve.access")
+
+INFO_KEY = "mlserve.info"
+"""Scope key of the RequestInfo that handlers fill in."""
+
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"})
+"""Paths that need no key unless health is protected."""
+ALWAYS_OPEN = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """Filled by handlers so the middleware can label metrics and logs."""
+
+    request_id: str
+    protocol: str
+    model: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MiddlewareConfig:
+    """What the middleware needs from Settings."""
+
+    api_keys: tuple[str, ...]
+    protect_health: bool
+    max_request_bytes: int
+    access_log: bool
+
+
+def protocol_of(path: str) -> str:
+    """The API family a path belongs to, for metric labels."""
+    if path.startswith("/v2"):
+        return "v2"
+    if path.startswith("/v1"):
+        return "v1"
+    if path in ("/invocations", "/ping"):
+        return "mlflow"
+    return "other"
+
+
+class ObservabilityMiddleware:
+    """Wraps every HTTP request; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, config: MiddlewareConfig, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self._keys = [k.encode() for k in config.api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = _headers(scope)
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        path: str = scope["path"]
+        info = RequestInfo(request_id=request_id[:128], protocol=protocol_of(path))
+        scope[INFO_KEY] = info
+        tokens = (request_id_var.set(info.request_id), model_var.set(None), version_var.set(None))
+        status_holder = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                extra = [(b"x-request-id", info.request_id.encode())]
+                if info.version:
+                    extra.append((b"x-model-version", info.version.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        in_flight = self.metrics.in_flight.labels(info.protocol)
+        in_flight.inc()
+        try:
+            rejection = self._reject(path, headers)
+            if rejection is not None:
+                await error_response(rejection)(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self._observe(info, status_holder[0], elapsed, scope, path)
+            for var, token in zip((request_id_var, model_var, version_var), tokens, strict=True):
+                var.reset(token)
+
+    def _reject(self, path: str, headers: dict[str, str]) -> Exception | None:
+        """An auth or size error to answer with instead of calling the app, if any."""
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_request_bytes:
+            return PayloadTooLarge(self.config.max_request_bytes)
+        if not self._keys or path in ALWAYS_OPEN:
+            return None
+        if path in OPEN_PATHS and not self.config.protect_health:
+            return None
+        presented = headers.get("x-api-key")
+        authorization = headers.get("authorization", "")
+        if presented is None and authorization[:7].lower() == "bearer ":
+            presented = authorization[7:].strip()
+        if not presented:
+            return Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+        candidate = presented.encode()
+        # Compare with every key, always, so timing says nothing about which one nearly matched.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        return None if matched else Forbidden("the API key is not valid")
+
+    def _observe(
+        self, info: RequestInfo, status: int, elapsed: float, scope: Scope, path: str
+    ) -> None:
+        labels = (info.model, info.version, info.protocol)
+        if info.protocol != "other" or path == "/metrics":
+            self.metrics.requests.labels(*labels, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(*labels, str(status)).inc()
+            if info.model:
+                self.metrics.latency.labels(*labels).observe(elapsed)
+        if self.config.access_log:
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "protocol": info.protocol,
+                    "model": info.model or None,
+                    "version": info.version or None,
+                },
+            )
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers as a dict (last value wins), names lower-case."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def request_info(scope: MutableMapping[str, Any]) -> RequestInfo:
+    """The RequestInfo of the current request (a fresh one outside the middleware)."""
+    info = scope.get(INFO_KEY)
+    if info is None:
+        info = RequestInfo(request_id=uuid.uuid4().hex, protocol=protocol_of(scope.get("path", "")))
+        scope[INFO_KEY] = info
+    assert isinstance(info, RequestInfo)
+    return info

@@ -1,0 +1,215 @@
+"""The simple JSON API (/v1) and the MLflow/SageMaker scoring API (/invocations, /ping)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mlserve.errors import InvalidInput
+from mlserve.serving.body import read_body
+from mlserve.serving.docs import (
+    InvocationsResponseDoc,
+    PredictRequestDoc,
+    PredictResponseDoc,
+)
+from mlserve.serving.inference import PREDICT, PREDICT_PROBA
+from mlserve.serving.models import LoadedModel
+from mlserve.serving.protocol import parse_json
+from mlserve.serving.routes_v2 import json_response
+from mlserve.serving.state import server_state, serving_model
+
+router = APIRouter()
+
+
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+@router.get("/v1/models", tags=["Simple JSON API"], summary="List served models")
+async def list_models(request: Request) -> Response:
+    """Every served model version with its state (and why it is not ready)."""
+    models = [_describe(m) for m in server_state(request).models.all()]
+    return json_response({"models": models})
+
+
+@router.get("/v1/models/{model_name}", tags=["Simple JSON API"], summary="Describe a model")
+async def describe_model(request: Request, model_name: str) -> Response:
+    """State, version and signature of a served model."""
+    model = server_state(request).models.lookup(model_name)
+    described = _describe(model)
+    if model.runtime is not None:
+        described["signature"] = model.runtime.signature.to_dict()
+    return json_response(described)
+
+
+@router.post(
+    "/v1/models/{model_name}:predict",
+    tags=["Simple JSON API"],
+    response_model=PredictResponseDoc,
+    openapi_extra=_body_doc(PredictRequestDoc),
+    summary="Predict",
+)
+async def predict(request: Request, model_name: str) -> Response:
+    """Predict rows given as lists (signature order) or records (by feature name)."""
+    return await _predict(request, model_name, None)
+
+
+@router.post(
+    "/v1/models/{model_name}/versions/{model_version}:predict",
+    tags=["Simple JSON API"],
+    response_model=PredictResponseDoc,
+    openapi_extra=_body_doc(PredictRequestDoc),
+    summary="Predict with a version",
+)
+async def predict_version(request: Request, model_name: str, model_version: str) -> Response:
+    """Predict with one served version."""
+    return await _predict(request, model_name, model_version)
+
+
+async def _predict(request: Request, model_name: str, version: str | None) -> Response:
+    state = server_state(request)
+    model = serving_model(request, model_name, version)
+    assert model.schema is not None
+    payload = parse_json(await read_body(request, state.max_request_bytes))
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InvalidInput('the body must be a JSON object with "instances": [...]')
+    parameters = payload.get("parameters") or {}
+    want_proba = bool(payload.get("probabilities") or parameters.get("probabilities"))
+    if want_proba and not (model.runtime and model.runtime.has_proba):
+        raise InvalidInput(f"model {model.name!r} does not give probabilities")
+    batch = model.schema.from_rows(payload["instances"])
+    outputs = [PREDICT, PREDICT_PROBA] if want_proba else [PREDICT]
+    results = await state.predictor.predict(model, batch, outputs)
+    body: dict[str, Any] = {"predictions": _plain(results[PREDICT])}
+    if want_proba:
+        body["probabilities"] = results[PREDICT_PROBA]
+        body["classes"] = model.runtime.classes if model.runtime else []
+    body["model_name"] = model.name
+    body["model_version"] = model.version
+    return json_response(body)
+
+
+@router.get("/ping", tags=["MLflow scoring API"], summary="SageMaker-style health")
+async def ping(request: Request) -> Response:
+    """200 when ready, 503 otherwise (SageMaker and `mlflow models serve` clients poll this)."""
+    ready = server_state(request).is_ready
+    return json_response({"status": "ready" if ready else "not ready"}, 200 if ready else 503)
+
+
+@router.get("/health", tags=["MLflow scoring API"], summary="MLflow-style health")
+async def health(request: Request) -> Response:
+    """Same as /ping."""
+    return await ping(request)
+
+
+@router.post(
+    "/invocations",
+    tags=["MLflow scoring API"],
+    response_model=InvocationsResponseDoc,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/InvocationsRequestDoc"}
+                },
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+    summary="MLflow scoring",
+)
+async def invocations(request: Request) -> Response:
+    """Score `dataframe_split`, `dataframe_records`, `instances`, `inputs` or a CSV body.
+
+    With several models served, name one with `?model=NAME` or an `X-Model-Name` header.
+    """
+    state = server_state(request)
+    name = request.query_params.get("model") or request.headers.get("x-model-name")
+    if name is None:
+        names = sorted({m.name for m in state.models.all()})
+        if len(names) != 1:
+            raise InvalidInput(
+                f"several models are served ({', '.join(names)}); name one with ?model=NAME"
+            )
+        name = names[0]
+    model = serving_model(request, name)
+    assert model.schema is not None
+    body = await read_body(request, state.max_request_bytes)
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type == "text/csv":
+        batch = model.schema.from_frame(_read_csv(body))
+    elif content_type in ("application/json", ""):
+        batch = _mlflow_batch(model, parse_json(body))
+    else:
+        raise InvalidInput(
+            f"unsupported content type {content_type!r}; use application/json or text/csv"
+        )
+    results = await state.predictor.predict(model, batch, [PREDICT])
+    return json_response({"predictions": _plain(results[PREDICT])})
+
+
+def _mlflow_batch(model: LoadedModel, payload: Any) -> Any:
+    """Rows from one of MLflow's four JSON input formats."""
+    assert model.schema is not None
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object")
+    keys = [
+        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    ]
+    if len(keys) != 1:
+        raise InvalidInput(
+            "the body must have exactly one of: dataframe_split, dataframe_records, instances, inputs"
+        )
+    value = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(value, dict) or "data" not in value:
+            raise InvalidInput('dataframe_split needs "columns" and "data"')
+        columns = value.get("columns") or model.schema.names
+        try:
+            frame = pd.DataFrame(value["data"], columns=columns)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"dataframe_split: {exc}") from None
+        return model.schema.from_frame(frame)
+    if keys[0] == "dataframe_records":
+        if not isinstance(value, list):
+            raise InvalidInput("dataframe_records must be a list of records")
+        return model.schema.from_rows(value)
+    if isinstance(value, dict):  # {"feature": [values...]} columns
+        return model.schema.from_columns(value)
+    return model.schema.from_rows(value)
+
+
+def _read_csv(body: bytes) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.BytesIO(body))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InvalidInput(f"unreadable CSV body: {str(exc).splitlines()[0]}") from None
+
+
+def _plain(values: np.ndarray) -> Any:
+    """Predictions as JSON values (numpy arrays of numbers pass through orjson as they are)."""
+    if values.dtype.kind in "OU":
+        return [v if isinstance(v, (str, int, float, bool)) else str(v) for v in values.tolist()]
+    return values
+
+
+def _describe(model: LoadedModel) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": model.name,
+        "version": model.version,
+        "state": model.state,
+        "ready": model.is_ready,
+        "framework": model.framework,
+    }
+    if model.reason:
+        described["reason"] = model.reason
+    if model.load_s is not None:
+        described["load_s"] = round(model.load_s, 3)
+    return described

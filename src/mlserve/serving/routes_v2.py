@@ -1,0 +1,224 @@
+"""Open Inference Protocol v2 over REST: health, metadata and infer (JSON and binary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mlserve import __version__
+from mlserve.errors import InvalidInput, NotReady
+from mlserve.serving.body import read_body
+from mlserve.serving.docs import InferResponseDoc, ModelMetadataDoc
+from mlserve.serving.inference import PREDICT, PREDICT_PROBA, available_outputs, check_outputs
+from mlserve.serving.models import LoadedModel
+from mlserve.serving.protocol import HEADER_LENGTH, datatype_of, decode_request, encode_response
+from mlserve.serving.state import server_state, serving_model
+
+router = APIRouter(tags=["Open Inference Protocol v2"])
+
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response rendered by orjson."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+@router.get("/v2", summary="Server metadata")
+async def server_metadata() -> Response:
+    """Name, version and protocol extensions of this server."""
+    return json_response({"name": "mlserve", "version": __version__, "extensions": EXTENSIONS})
+
+
+@router.get("/v2/health/live", summary="Liveness")
+async def live() -> Response:
+    """200 while the process can answer at all."""
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", summary="Readiness")
+async def ready(request: Request) -> Response:
+    """200 when every configured model is loaded and warmed; 503 otherwise."""
+    state = server_state(request)
+    if state.is_ready:
+        return json_response({"ready": True})
+    pending = [f"{m.name}:{m.version} {m.state}" for m in state.models.all() if not m.is_ready]
+    reason = "shutting down" if state.draining else "; ".join(pending) or "no models"
+    return json_response({"ready": False, "error": f"not ready: {reason}"}, 503)
+
+
+@router.get("/v2/models/{model_name}", response_model=ModelMetadataDoc, summary="Model metadata")
+async def model_metadata(request: Request, model_name: str) -> Response:
+    """Inputs, outputs, versions and state of a model (failed models say why)."""
+    return json_response(_metadata(request, model_name, None))
+
+
+@router.get(
+    "/v2/models/{model_name}/versions/{model_version}",
+    response_model=ModelMetadataDoc,
+    summary="Model version metadata",
+)
+async def model_version_metadata(request: Request, model_name: str, model_version: str) -> Response:
+    """Metadata of one served version."""
+    return json_response(_metadata(request, model_name, model_version))
+
+
+@router.get("/v2/models/{model_name}/ready", summary="Model readiness")
+async def model_ready(request: Request, model_name: str) -> Response:
+    """200 when the model is loaded and warmed, 503 with the reason otherwise."""
+    return _ready(request, model_name, None)
+
+
+@router.get("/v2/models/{model_name}/versions/{model_version}/ready", summary="Version readiness")
+async def model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
+    """Readiness of one served version."""
+    return _ready(request, model_name, model_version)
+
+
+INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferRequestDoc"}}
+        },
+    }
+}
+
+
+@router.post(
+    "/v2/models/{model_name}/infer",
+    response_model=InferResponseDoc,
+    openapi_extra=INFER_DOC,
+    summary="Infer",
+)
+async def infer(request: Request, model_name: str) -> Response:
+    """Predict; JSON or binary tensors in and out."""
+    return await _infer(request, model_name, None)
+
+
+@router.post(
+    "/v2/models/{model_name}/versions/{model_version}/infer",
+    response_model=InferResponseDoc,
+    openapi_extra=INFER_DOC,
+    summary="Infer with a version",
+)
+async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
+    """Predict with one served version."""
+    return await _infer(request, model_name, model_version)
+
+
+async def _infer(request: Request, model_name: str, version: str | None) -> Response:
+    state = server_state(request)
+    model = serving_model(request, model_name, version)
+    assert model.schema is not None
+    body = await read_body(request, state.max_request_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is not None and not header_length.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes")
+    decoded = decode_request(body, int(header_length) if header_length else None)
+    outputs = check_outputs(model, [o.name for o in decoded.outputs])
+    batch = model.schema.from_tensors(decoded.inputs)
+    results = await state.predictor.predict(model, batch, outputs)
+    binary_default = decoded.binary_output
+    flags = {o.name: o.binary for o in decoded.outputs}
+    named = [(name, _tensor(name, results[name], model)) for name in outputs]
+    binary = [
+        flags.get(name) if flags.get(name) is not None else binary_default for name in outputs
+    ]
+    encoded = encode_response(
+        model.name,
+        model.version,
+        named,
+        [bool(b) for b in binary],
+        request_id=decoded.id,
+    )
+    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+
+
+def _tensor(name: str, values: np.ndarray, model: LoadedModel) -> np.ndarray:
+    """Predictions as a tensor the protocol can carry (labels of objects become strings)."""
+    if values.dtype.kind == "O":
+        return np.asarray([str(v) for v in values], dtype=object)
+    if values.dtype.kind == "U":
+        return values.astype(object)
+    return values
+
+
+def _ready(request: Request, name: str, version: str | None) -> Response:
+    model = server_state(request).models.lookup(name, version)
+    if model.is_ready:
+        return json_response({"name": model.name, "version": model.version, "ready": True})
+    error = NotReady(
+        f"model {name!r} is {model.state}" + (f": {model.reason}" if model.reason else "")
+    )
+    body = {"name": model.name, "version": model.version, "ready": False, "error": str(error)}
+    return json_response(body, 503)
+
+
+def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
+    state = server_state(request)
+    model = state.models.lookup(name, version)
+    meta: dict[str, Any] = {
+        "name": model.name,
+        "versions": state.models.versions(name),
+        "platform": model.framework or "unknown",
+        "inputs": [],
+        "outputs": [],
+        "parameters": {"state": model.state, "version": model.version},
+    }
+    if model.reason:
+        meta["parameters"]["reason"] = model.reason
+    if model.runtime is None or model.schema is None:
+        return meta
+    signature = model.runtime.signature
+    features = [
+        {
+            "name": f.name,
+            "datatype": "BYTES" if f.kind == "categorical" else "FP64",
+            "shape": [-1],
+            "parameters": {
+                "kind": f.kind,
+                **({"categories": list(f.categories)} if f.categories else {}),
+            },
+        }
+        for f in signature.inputs
+    ]
+    if model.schema.all_numeric:
+        meta["inputs"] = [
+            {"name": model.schema.input_name, "datatype": "FP64", "shape": [-1, len(features)]}
+        ]
+        meta["parameters"]["input_layout"] = (
+            "one 2-D tensor [rows, features], or one 1-D tensor per feature"
+        )
+    else:
+        meta["inputs"] = features
+        meta["parameters"]["input_layout"] = (
+            "one 1-D tensor per feature (BYTES for categorical ones)"
+        )
+    meta["parameters"]["features"] = features
+    meta["parameters"]["task"] = signature.task
+    outputs = [{"name": PREDICT, "datatype": _predict_datatype(model), "shape": [-1]}]
+    if PREDICT_PROBA in available_outputs(model):
+        outputs.append(
+            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(model.class_labels)]}
+        )
+        meta["parameters"]["classes"] = model.class_labels
+    meta["outputs"] = outputs
+    return meta
+
+
+def _predict_datatype(model: LoadedModel) -> str:
+    """What ``predict`` returns: class labels' type for classifiers, FP64 for regressors."""
+    assert model.runtime is not None
+    classes = model.runtime.classes
+    if not classes:
+        return "FP64"
+    return datatype_of(np.asarray(_tensor(PREDICT, np.asarray(classes), model)))

@@ -1,0 +1,46 @@
+"""What request handlers share: the model table, the predictor, limits and the draining flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from mlserve.errors import NotReady
+from mlserve.serving.inference import Predictor
+from mlserve.serving.middleware import request_info
+from mlserve.serving.models import LoadedModel, ModelManager
+
+
+@dataclass(slots=True)
+class ServerState:
+    """Built once in create_app; ``draining`` turns true on SIGTERM."""
+
+    models: ModelManager
+    predictor: Predictor
+    max_request_bytes: int
+    draining: bool = False
+
+    @property
+    def is_ready(self) -> bool:
+        """Ready to take traffic: every model loaded and warmed, and not shutting down."""
+        return not self.draining and self.models.is_ready
+
+
+def server_state(request: Request) -> ServerState:
+    """The ServerState of the app handling ``request``."""
+    state: ServerState = request.app.state.mlserve
+    return state
+
+
+def serving_model(request: Request, name: str, version: str | None = None) -> LoadedModel:
+    """The ready model for a request, recorded for metrics and the X-Model-Version header."""
+    state = server_state(request)
+    info = request_info(request.scope)
+    if state.models.knows(name):  # unknown names stay out of metric labels: no cardinality bombs
+        info.model = name
+    if state.draining:
+        raise NotReady("the server is shutting down")
+    model = state.models.get(name, version)
+    info.version = model.version
+    return model
