@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make bench`: install the load generator and the peers, then run the benchmarks.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk
+fi
+if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
+  python3 -m venv "$here/.venvs/mlserver"
+  # MLServer 1.7.1 workers call asyncio.get_event_loop(), which uvloop 0.21+ refuses.
+  "$here/.venvs/mlserver/bin/pip" install --quiet "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "uvloop<0.21"
+fi
+"$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
