@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -28,7 +29,9 @@ class Settings(BaseSettings):
         env_prefix="MLSERVE_",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="forbid",
+        # .env is shared with other tools, so unknown keys there are ignored; mlserve.yaml is
+        # ours, and load_settings rejects unknown keys in it.
+        extra="ignore",
         frozen=True,
         use_attribute_docstrings=True,
     )
@@ -119,6 +122,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
+    _check_config_file(config_file or Path(CONFIG_FILE))
     flags = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(_config_file=config_file, **flags)  # type: ignore[call-arg]  # routed to the yaml source
@@ -127,3 +131,22 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _check_config_file(path: Path) -> None:
+    """Reject an unreadable mlserve.yaml, or one with keys that are not settings (typos)."""
+    if not path.is_file():
+        return
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path} is not valid YAML: {first}") from None
+    if content is None:
+        return
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path} must be a mapping of setting: value")
+    unknown = sorted(str(k) for k in content if k not in Settings.model_fields)
+    if unknown:
+        problems = "; ".join(f"{key}: unknown setting in {path}" for key in unknown)
+        raise ConfigError(f"invalid settings: {problems}")

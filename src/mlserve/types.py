@@ -30,7 +30,7 @@ _NAME_RE = re.compile(rf"^{_NAME}$")
 
 def check_name(value: str, what: str = "model name") -> str:
     """Return ``value`` if it is a valid model or alias name, else raise InvalidReference."""
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):  # not match(): `$` also matches before a final newline
         raise InvalidReference(
             f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' "
             "(starting with a letter or digit, at most 128 characters)"
@@ -192,7 +192,7 @@ def read_manifest(folder: Path) -> VersionManifest:
         raise ArtifactError(
             f"{folder} is not a model version folder: {MANIFEST_FILE} is missing"
         ) from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSON of the wrong shape
         raise ArtifactError(f"{path} is not a valid manifest: {exc}") from None
 
 

@@ -64,7 +64,10 @@ def build_reference_profile(
             "nulls": int(series.isna().sum()),
         }
         if kind == "numeric":
-            stats.update(_numeric_stats(series.dropna().astype(np.float64)))
+            values = series.dropna().astype(np.float64)
+            finite = values[np.isfinite(values)]
+            stats["infinite"] = int(len(values) - len(finite))
+            stats.update(_numeric_stats(finite))
         else:
             counts = series.dropna().astype(str).value_counts().head(MAX_CATEGORIES)
             stats["frequencies"] = {str(k): int(v) for k, v in counts.items()}

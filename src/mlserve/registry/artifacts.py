@@ -6,6 +6,7 @@ folder of versions can be served with no database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,15 +59,16 @@ class ArtifactStore:
     def local_folder(self, uri: str, model_file: str, sha256: str) -> Path:
         """A local folder holding the version: the folder itself, or a cached download.
 
-        The cache is keyed by sha256, so a stale or partial download is never reused: files
-        are downloaded into a temporary folder and renamed into place.
+        The cache is keyed by URI and sha256, so a stale or partial download is never reused:
+        files are downloaded into a temporary folder and renamed into place.
         """
         if self._is_local or "://" not in uri:
             folder = Path(uri)
             if not folder.is_dir():
                 raise ArtifactError(f"artifact folder {uri} does not exist")
             return folder
-        target = self._cache_dir / sha256
+        # Not sha256 alone: versions may share a model file but each has its own manifest.
+        target = self._cache_dir / hashlib.sha256(f"{uri}\n{sha256}".encode()).hexdigest()
         if (target / MANIFEST_FILE).is_file():
             return target
         fs, path = fsspec.core.url_to_fs(uri)

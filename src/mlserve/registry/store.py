@@ -364,6 +364,7 @@ class RegistryStore:
         def move() -> AliasEvent:
             with self._session() as session:
                 model = self._model(session, name)
+                self._lock_model(session, model)
                 self._version_row(session, model, version)
                 row = session.scalar(
                     select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
@@ -398,6 +399,7 @@ class RegistryStore:
         def remove() -> AliasEvent:
             with self._session() as session:
                 model = self._model(session, name)
+                self._lock_model(session, model)
                 row = session.scalar(
                     select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
                 )
@@ -495,6 +497,20 @@ class RegistryStore:
         if model is None:
             raise ModelNotFound(name)
         return model
+
+    @staticmethod
+    def _lock_model(session: Session, model: ModelRow) -> None:
+        """Serialize alias changes of one model until the session commits.
+
+        A no-op write takes the write lock (SQLite) or the row lock (PostgreSQL) before the
+        alias is read, so two concurrent moves cannot both record the same "from" version.
+        """
+        session.execute(
+            update(ModelRow)
+            .where(ModelRow.id == model.id)
+            .values(last_version=ModelRow.last_version)
+            .execution_options(synchronize_session=False)
+        )
 
     @staticmethod
     def _version_row(session: Session, model: ModelRow, version: int) -> VersionRow:

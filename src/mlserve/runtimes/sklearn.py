@@ -110,10 +110,8 @@ class SklearnRuntime:
             missing = [name for name in self._names if name not in batch.columns]
             if missing:
                 raise InvalidInput(f"missing feature column(s): {', '.join(missing)}")
-            frame = batch[self._names]
-            if not self._wants_frame:
-                return frame.to_numpy(dtype=np.float64)
-            return _normalize(frame, self._numeric, self._categorical)
+            frame = _normalize(batch[self._names], self._numeric, self._categorical)
+            return frame if self._wants_frame else frame.to_numpy(dtype=np.float64)
         array = np.asarray(batch)
         if array.ndim == 1:
             array = array.reshape(1, -1)
@@ -123,10 +121,13 @@ class SklearnRuntime:
                 f"({', '.join(self._names[:5])}{', …' if len(self._names) > 5 else ''}), "
                 f"got shape {list(array.shape)}"
             )
-        if not self._wants_frame:
+        if not self._wants_frame and array.dtype.kind in "fiub":
             return array
-        frame = pd.DataFrame(array, columns=self._names)
-        return _normalize(frame, self._numeric, self._categorical)
+        # Strings and objects go through _normalize, which names a column that is not numeric.
+        frame = _normalize(
+            pd.DataFrame(array, columns=self._names), self._numeric, self._categorical
+        )
+        return frame if self._wants_frame else frame.to_numpy(dtype=np.float64)
 
 
 def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
