@@ -125,7 +125,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     _check_config_file(config_file or Path(CONFIG_FILE))
     flags = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(_config_file=config_file, **flags)  # type: ignore[call-arg]  # routed to the yaml source
+        return Settings(_config_file=config_file, **flags)  # routed to the yaml source
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
