@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     """Most rows the micro-batcher stacks into one predict call."""
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher holds a request while waiting for company."""
+    max_queue_rows: int = Field(default=4096, ge=1)
+    """Most rows queued per model; beyond it requests get 503 with Retry-After at once."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of a queued request; past it the request is dropped and answered 504."""
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     nan_policy: Literal["nullable", "reject", "allow"] = "nullable"

@@ -10,6 +10,8 @@ LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 """Request latency buckets: 0.5 ms to 10 s."""
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+"""Rows per predict call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,10 @@ class ServingMetrics:
     model_ready: Gauge
     predictions: Counter
     rows: Counter
+    queue_depth: Gauge
+    queue_wait: Histogram
+    batch_size: Histogram
+    rejected: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -80,6 +86,33 @@ class ServingMetrics:
                 "mlserve_rows",
                 "Rows predicted.",
                 ("model", "version"),
+                registry=registry,
+            ),
+            queue_depth=Gauge(
+                "mlserve_queue_depth",
+                "Rows waiting in the model's batching queue.",
+                ("model", "version"),
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            queue_wait=Histogram(
+                "mlserve_queue_wait_seconds",
+                "Time a request waited in the batching queue before its predict call started.",
+                ("model", "version"),
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "mlserve_batch_size",
+                "Rows per predict call after batching.",
+                ("model", "version"),
+                buckets=BATCH_SIZE_BUCKETS,
+                registry=registry,
+            ),
+            rejected=Counter(
+                "mlserve_rejected_requests",
+                "Requests refused before computing: queue full (overloaded) or deadline passed.",
+                ("model", "version", "reason"),
                 registry=registry,
             ),
         )

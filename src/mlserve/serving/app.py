@@ -29,6 +29,7 @@ from mlserve.errors import MlserveError
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import RegistryStore
 from mlserve.serving import routes_v1, routes_v2
+from mlserve.serving.batching import BatchingConfig
 from mlserve.serving.docs import DOC_MODELS
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
@@ -83,6 +84,13 @@ def create_app(
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
     executor = InferenceExecutor(settings.inference_workers)
+    predictor = Predictor(executor, metrics)
+    batching = BatchingConfig(
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_batch_wait_ms,
+        max_queue_rows=settings.max_queue_rows,
+        timeout_s=settings.request_timeout_s,
+    )
     manager = ModelManager(
         sources,
         store=store,
@@ -90,10 +98,11 @@ def create_app(
         metrics=metrics,
         nan_policy=settings.nan_policy,
         safe_loading=settings.safe_loading,
+        make_batcher=lambda model: predictor.batcher_for(model, batching),
     )
     state = ServerState(
         models=manager,
-        predictor=Predictor(executor, metrics),
+        predictor=predictor,
         max_request_bytes=settings.max_request_bytes,
     )
 
@@ -106,6 +115,7 @@ def create_app(
             state.draining = True
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
+            await manager.close()
             await asyncio.to_thread(executor.shutdown)
             if store is not None:
                 store.close()

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mlserve.errors import InvalidInput
+from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.runtimes import Batch, Runtime
+from mlserve.serving.batching import BatchingConfig, MicroBatcher
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.models import LoadedModel
 
@@ -46,18 +47,49 @@ def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[s
 
 
 class Predictor:
-    """Predicts with a loaded model and records what it predicted."""
+    """Predicts with a loaded model, through its micro-batcher, and records what it predicted."""
 
     def __init__(self, executor: InferenceExecutor, metrics: ServingMetrics) -> None:
         self._executor = executor
         self._metrics = metrics
 
+    def batcher_for(self, model: LoadedModel, config: BatchingConfig) -> MicroBatcher:
+        """A micro-batcher that runs ``model`` in the executor and reports to the metrics."""
+        runtime = model.runtime
+        assert runtime is not None
+        labels = (model.name, model.version)
+        depth = self._metrics.queue_depth.labels(*labels)
+        sizes = self._metrics.batch_size.labels(*labels)
+        waits = self._metrics.queue_wait.labels(*labels)
+
+        async def compute(batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+            return await self._executor.run(_compute, runtime, batch, outputs)
+
+        def on_batch(rows: int, queued_s: list[float]) -> None:
+            sizes.observe(rows)
+            for wait in queued_s:
+                waits.observe(wait)
+
+        return MicroBatcher(compute, config, on_batch=on_batch, on_depth=depth.set)
+
     async def predict(
         self, model: LoadedModel, batch: Batch, outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Every requested output for ``batch``; raises InvalidInput for rows the model rejects."""
+        """Every requested output for ``batch``; raises InvalidInput for rows the model rejects,
+        Overloaded when the model's queue is full, DeadlineExceeded when the request expired."""
         assert model.runtime is not None
-        results = await self._executor.run(_compute, model.runtime, batch, tuple(outputs))
+        wanted = tuple(outputs)
+        try:
+            if model.batcher is not None:
+                results = await model.batcher.predict(batch, wanted)
+            else:
+                results = await self._executor.run(_compute, model.runtime, batch, wanted)
+        except Overloaded:
+            self._metrics.rejected.labels(model.name, model.version, "overloaded").inc()
+            raise
+        except DeadlineExceeded:
+            self._metrics.rejected.labels(model.name, model.version, "deadline").inc()
+            raise
         self._count(model, results)
         return results
 

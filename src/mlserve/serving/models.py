@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from mlserve.errors import MlserveError, ModelNotFound, NotReady, VersionNotFoun
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import ModelVersion, RegistryStore
 from mlserve.runtimes import Batch, Runtime, load_runtime
+from mlserve.serving.batching import MicroBatcher
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.tabular import NanPolicy, TabularSchema
 from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, Signature, read_manifest
@@ -52,6 +54,7 @@ class LoadedModel:
     framework: str = ""
     load_s: float | None = None
     class_labels: list[str] = field(default_factory=list)
+    batcher: MicroBatcher | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -74,8 +77,10 @@ class ModelManager:
         metrics: ServingMetrics,
         nan_policy: NanPolicy,
         safe_loading: bool,
+        make_batcher: Callable[[LoadedModel], MicroBatcher | None] = lambda _model: None,
     ) -> None:
         self._sources = sources
+        self._make_batcher = make_batcher
         self._store = store
         self._executor = executor
         self._metrics = metrics
@@ -133,6 +138,12 @@ class ModelManager:
             raise ModelNotFound(name)
         return sorted(self._models[name], key=lambda v: (len(v), v))
 
+    async def close(self) -> None:
+        """Stop every model's micro-batcher."""
+        for model in self.all():
+            if model.batcher is not None:
+                await model.batcher.close()
+
     async def load_all(self) -> None:
         """Load every source concurrently; failures are recorded, never raised."""
         await asyncio.gather(*(self._load(source) for source in self._sources))
@@ -151,6 +162,7 @@ class ModelManager:
             model.schema = TabularSchema(runtime.signature, self._nan_policy)
             model.class_labels = [str(c) for c in runtime.classes]
             await self._warm(model, manifest.reference_profile)
+            model.batcher = self._make_batcher(model)
         except MlserveError as exc:
             self._fail(model, str(exc))
             return

@@ -1,0 +1,233 @@
+"""Adaptive micro-batching: concurrent requests for one model share one predict call.
+
+Batching costs nothing at low load: when no predict is running, a lone request runs at once.
+Requests that arrive while one runs form the next batch, which waits at most ``max_wait_ms``
+(counted from its oldest request) only to fill up. The queue is bounded: when full, a request
+is refused at once (503 with Retry-After) rather than timing out later; a request whose
+deadline passes while queued is dropped without being computed (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlserve.errors import DeadlineExceeded, Overloaded
+from mlserve.runtimes import Batch
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+Compute = Callable[[Batch, tuple[str, ...]], Awaitable[Outputs]]
+"""Runs the model (off the event loop) for stacked rows and the union of requested outputs."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    """Limits of one model's batcher."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_queue_rows: int = 4096
+    timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Batch
+    rows: int
+    outputs: tuple[str, ...]
+    future: asyncio.Future[Outputs]
+    enqueued: float
+    deadline: float
+    kind: tuple[object, ...] = field(default=())
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """What the batcher reports after each batch, for metrics."""
+
+    queue_depth: int = 0
+    rejected: int = 0
+    expired: int = 0
+
+
+class MicroBatcher:
+    """Stacks concurrent requests of one model version into single predict calls, FIFO.
+
+    Results never cross requests: each request gets its own row range of each output it asked
+    for, and a batch that fails is retried request by request so one bad request cannot fail
+    its neighbours. Create and use it on one event loop.
+    """
+
+    def __init__(
+        self,
+        compute: Compute,
+        config: BatchingConfig,
+        on_batch: Callable[[int, list[float]], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        self._compute = compute
+        self._config = config
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._on_batch = on_batch or (lambda _size, _waits: None)
+        self._on_depth = on_depth or (lambda _depth: None)
+        self.stats = BatchStats()
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a predict call."""
+        return self._queued_rows
+
+    async def predict(self, batch: Batch, outputs: tuple[str, ...]) -> Outputs:
+        """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded."""
+        rows = len(batch)
+        if self._queued_rows + rows > self._config.max_queue_rows and self._queue:
+            self.stats.rejected += 1
+            raise Overloaded(
+                f"the queue holds {self._queued_rows} rows (limit {self._config.max_queue_rows}); "
+                "retry shortly",
+                retry_after_s=1.0,
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = _Pending(
+            batch=batch,
+            rows=rows,
+            outputs=outputs,
+            future=loop.create_future(),
+            enqueued=now,
+            deadline=now + self._config.timeout_s,
+            kind=_kind(batch),
+        )
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self._on_depth(self._queued_rows)
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain(), name="micro-batcher")
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pending.future), max(0.0, pending.deadline - time.monotonic())
+            )
+        except TimeoutError:
+            self.stats.expired += 1
+            raise DeadlineExceeded(
+                f"the request waited {self._config.timeout_s:g} s without being answered"
+            ) from None
+
+    async def close(self) -> None:
+        """Stop the worker task (pending requests are failed by their deadlines)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        """Run batches until the queue is empty; the first one starts at once."""
+        first = True
+        while self._queue:
+            if not first:
+                await self._fill()
+            first = False
+            group = self._take()
+            if group:
+                await self._run(group)
+
+    async def _fill(self) -> None:
+        """Wait (at most max_wait_ms from the oldest request) for the next batch to fill."""
+        limit_s = self._config.max_wait_ms / 1000
+        while self._queue and self._queued_rows < self._config.max_batch_size:
+            remaining = self._queue[0].enqueued + limit_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        """The next batch: FIFO, same input kind, at most max_batch_size rows (or one request)."""
+        group: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done() or head.deadline <= now:
+                self._queue.popleft()
+                self._queued_rows -= head.rows
+                if not head.future.done():
+                    head.future.set_exception(DeadlineExceeded("the request expired while queued"))
+                    head.future.exception()  # mark retrieved: the waiter has already gone
+                continue
+            if group and (
+                head.kind != group[0].kind or rows + head.rows > self._config.max_batch_size
+            ):
+                break
+            self._queue.popleft()
+            self._queued_rows -= head.rows
+            group.append(head)
+            rows += head.rows
+        self._on_depth(self._queued_rows)
+        return group
+
+    async def _run(self, group: list[_Pending]) -> None:
+        started = time.monotonic()
+        waits = [started - p.enqueued for p in group]
+        outputs = tuple(sorted({o for p in group for o in p.outputs}))
+        try:
+            if len(group) == 1:
+                results = await self._compute(group[0].batch, outputs)
+                _resolve(group[0], results, 0)
+            else:
+                results = await self._compute(_stack([p.batch for p in group]), outputs)
+                offset = 0
+                for pending in group:
+                    _resolve(pending, results, offset)
+                    offset += pending.rows
+        except asyncio.CancelledError:
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.cancel()
+            raise
+        except Exception as exc:
+            if len(group) == 1:
+                if not group[0].future.done():
+                    group[0].future.set_exception(exc)
+            else:
+                # One request's rows may have failed the whole batch: retry each on its own.
+                for pending in group:
+                    await self._run([pending])
+                return
+        self._on_batch(sum(p.rows for p in group), waits)
+
+
+def _resolve(pending: _Pending, results: Outputs, offset: int) -> None:
+    if pending.future.done():
+        return
+    end = offset + pending.rows
+    pending.future.set_result({name: results[name][offset:end] for name in pending.outputs})
+
+
+def _kind(batch: Batch) -> tuple[object, ...]:
+    """Requests stack only with requests of the same shape of input."""
+    if isinstance(batch, pd.DataFrame):
+        return ("frame", tuple(batch.columns), tuple(str(t) for t in batch.dtypes))
+    return ("array", batch.shape[1:], batch.dtype.str)
+
+
+def _stack(batches: list[Batch]) -> Batch:
+    frames = [b for b in batches if isinstance(b, pd.DataFrame)]
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    return np.concatenate([b for b in batches if isinstance(b, np.ndarray)])
