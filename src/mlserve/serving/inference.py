@@ -37,12 +37,19 @@ def check_outputs(model: LoadedModel, names: Sequence[str]) -> list[str]:
 
 
 def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Runs in a worker thread: every requested output from one batch."""
+    """Runs in a worker thread: every requested output from one batch.
+
+    Raises InvalidInput when the model refuses the rows: scikit-learn raises ValueError for
+    values it cannot take (NaN without an imputer under nan_policy=allow), the request's fault.
+    """
     results: dict[str, np.ndarray] = {}
-    if PREDICT in outputs:
-        results[PREDICT] = runtime.predict(batch)
-    if PREDICT_PROBA in outputs:
-        results[PREDICT_PROBA] = runtime.predict_proba(batch)
+    try:
+        if PREDICT in outputs:
+            results[PREDICT] = runtime.predict(batch)
+        if PREDICT_PROBA in outputs:
+            results[PREDICT_PROBA] = runtime.predict_proba(batch)
+    except ValueError as exc:
+        raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0]}") from None
     return results
 
 
@@ -97,7 +104,10 @@ class Predictor:
         predicted = results.get(PREDICT)
         rows = len(predicted) if predicted is not None else len(next(iter(results.values())))
         self._metrics.rows.labels(model.name, model.version).inc(rows)
-        if predicted is None or not model.class_labels:
+        if predicted is None:
+            return
+        if not model.class_labels:  # regressors count under class '', as the metric documents
+            self._metrics.predictions.labels(model.name, model.version, "").inc(len(predicted))
             return
         labels, counts = np.unique(predicted, return_counts=True)
         for label, count in zip(labels.tolist(), counts.tolist(), strict=True):

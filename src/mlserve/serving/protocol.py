@@ -6,6 +6,7 @@ arrays from then on; nothing downstream re-validates them.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,7 +156,7 @@ def _decode_input(raw: Any, index: int, binary: memoryview) -> tuple[Tensor, int
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # exact: np.prod wraps around at 2**64 and lets absurd shapes in
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput(f"input {name!r}: 'parameters' must be an object")
@@ -172,7 +173,11 @@ def _decode_input(raw: Any, index: int, binary: memoryview) -> tuple[Tensor, int
             raise InvalidInput(f"input {name!r} has no 'data' and no binary_data_size")
         data = _from_json(name, datatype, dtype, raw["data"], count)  # type: ignore[arg-type]  # datatype checked above
         used = 0
-    return Tensor(name, datatype, tuple(shape), data.reshape(shape), parameters), used  # type: ignore[arg-type]  # datatype checked above
+    try:
+        data = data.reshape(shape)
+    except ValueError:  # no elements, but a dimension numpy cannot represent
+        raise InvalidInput(f"input {name!r}: shape {shape} is too large") from None
+    return Tensor(name, datatype, tuple(shape), data, parameters), used  # type: ignore[arg-type]  # datatype checked above
 
 
 def _from_binary(
@@ -215,13 +220,26 @@ def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any, count:
     raw = raw.reshape(-1)
     if raw.size != count:
         raise InvalidInput(f"input {name!r}: shape needs {count} elements, got {raw.size}")
+    if (
+        datatype == "UINT64"
+        and raw.dtype.kind == "f"
+        and raw.size
+        and raw.min() >= 0
+        and np.all(raw == np.floor(raw))
+    ):
+        # Integers past 2**63 beside smaller ones parse as float64 and lose their last digits
+        # (2**64 - 1024 even overflows the cast): read whole numbers again straight as uint64.
+        try:
+            return np.asarray(data, dtype=dtype).reshape(-1)
+        except OverflowError:
+            raise InvalidInput(f"input {name!r}: a value is out of range for UINT64") from None
     return _cast(name, datatype, dtype, raw)
 
 
 def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np.ndarray:
     kind = raw.dtype.kind
     if datatype == "BYTES":
-        if kind in "USO":
+        if kind in "USO" or raw.size == 0:  # [] parses as float64
             return raw.astype(object)
         raise InvalidInput(f"input {name!r}: BYTES data must be strings")
     if datatype == "BOOL":

@@ -80,6 +80,8 @@ async def _predict(request: Request, model_name: str, version: str | None) -> Re
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": [...]')
     parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object")
     want_proba = bool(payload.get("probabilities") or parameters.get("probabilities"))
     if want_proba and not (model.runtime and model.runtime.has_proba):
         raise InvalidInput(f"model {model.name!r} does not give probabilities")

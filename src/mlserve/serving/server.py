@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from types import FrameType
@@ -45,10 +46,17 @@ class DrainingServer(uvicorn.Server):
         self._state = state
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Signal handler: mark draining, then let uvicorn stop."""
+        """Signal handler: mark draining, then let uvicorn stop (a second SIGINT forces it).
+
+        Not ``super().handle_exit``: uvicorn records the signal and re-raises it once shut down,
+        so the process would die by SIGTERM (exit -15) instead of exiting 0 after a clean drain.
+        """
         self._state.draining = True
         log.info("shutting down", extra={"signal": sig})
-        super().handle_exit(sig, frame)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def is_loopback(host: str) -> bool:

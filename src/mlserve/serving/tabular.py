@@ -22,6 +22,7 @@ NanPolicy = Literal["reject", "allow", "nullable"]
 
 DEFAULT_INPUT = "input-0"
 """Name of the single 2-D tensor holding every feature."""
+NO_ROWS = "the request holds no rows"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +77,18 @@ class TabularSchema:
         missing = [n for n in self.names if n not in columns]
         if missing:
             raise InvalidInput(f"missing feature(s): {', '.join(missing)}")
+        scalars = [
+            n
+            for n in self.names
+            if isinstance(columns[n], str) or not isinstance(columns[n], Sequence | np.ndarray)
+        ]
+        if scalars:
+            raise InvalidInput(f"feature {scalars[0]!r} must be a list of values, one per row")
         lengths = {len(columns[n]) for n in self.names}
         if len(lengths) != 1:
             raise InvalidInput("every feature must have the same number of rows")
+        if lengths == {0}:
+            raise InvalidInput(NO_ROWS)
         frame = pd.DataFrame({n: _column(columns[n], f.kind, n) for n, f in self._features()})
         self._check_missing_values(frame)
         return frame
@@ -126,6 +136,8 @@ class TabularSchema:
         return [(f.name, f) for f in self.signature.inputs]
 
     def _from_matrix(self, matrix: np.ndarray, datatype: str) -> Batch:
+        if len(matrix) == 0:
+            raise InvalidInput(NO_ROWS)
         if datatype != "BYTES" and self.all_numeric:
             array = matrix.astype(np.float64, copy=False)
             self._check_matrix(array)
@@ -174,8 +186,17 @@ class TabularSchema:
 def _column(values: Any, kind: str, name: str) -> Any:
     """Numeric features as float64 (naming the feature that will not convert); others as given."""
     if kind == "categorical":
+        if any(isinstance(v, list | dict) for v in values):
+            raise InvalidInput(
+                f"feature {name!r} must hold one value per row, not lists or objects"
+            )
         return [v.decode() if isinstance(v, bytes) else v for v in values]
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged nesting
+        raise InvalidInput(f"feature {name!r} must hold one number per row") from None
+    if array.ndim != 1:
+        raise InvalidInput(f"feature {name!r} must hold one number per row")
     if array.dtype.kind in "biuf":
         return array.astype(np.float64, copy=False)
     try:
