@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     """Most rows the micro-batcher stacks into one predict call."""
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher holds a request while waiting for company."""
+    inline_predict_max_ms: float = Field(default=0.5, ge=0)
+    """Small batches of a model measured to predict within this many ms run on the event loop
+    (a hand-off to a worker thread costs ~0.1 ms); 0 sends every call to the thread pool."""
     max_queue_rows: int = Field(default=4096, ge=1)
     """Most rows queued per model; beyond it requests get 503 with Retry-After at once."""
     request_timeout_s: float = Field(default=30.0, gt=0)

@@ -17,11 +17,20 @@ from mlserve.runtimes import RUNTIMES, load_sklearn
 from mlserve.training import read_dataset
 from mlserve.types import Feature, ModelRef, Signature, Task
 
-models_app = typer.Typer(help="List and inspect registered models.", no_args_is_help=True)
-alias_app = typer.Typer(
-    help="Move and delete aliases (production, staging, …).", no_args_is_help=True
+models_app = typer.Typer(
+    help="List and inspect registered models.\n\n"
+    "Example: [bold]mlserve models show churn@production[/bold]",
+    no_args_is_help=True,
 )
-runs_app = typer.Typer(help="Compare training runs.", no_args_is_help=True)
+alias_app = typer.Typer(
+    help="Move and delete aliases (production, staging, …).\n\n"
+    "Example: [bold]mlserve alias set churn production 3[/bold]",
+    no_args_is_help=True,
+)
+runs_app = typer.Typer(
+    help="Compare training runs.\n\nExample: [bold]mlserve runs list churn[/bold]",
+    no_args_is_help=True,
+)
 
 
 def register(

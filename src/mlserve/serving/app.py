@@ -33,6 +33,7 @@ from mlserve.serving.batching import BatchingConfig
 from mlserve.serving.docs import DOC_MODELS
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
+from mlserve.serving.fastpath import FastPathMiddleware
 from mlserve.serving.inference import Predictor
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
 from mlserve.serving.models import ModelManager, ModelSource, discover_model_dir, resolve_sources
@@ -84,7 +85,7 @@ def create_app(
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
     executor = InferenceExecutor(settings.inference_workers)
-    predictor = Predictor(executor, metrics)
+    predictor = Predictor(executor, metrics, inline_max_ms=settings.inline_predict_max_ms)
     batching = BatchingConfig(
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_batch_wait_ms,
@@ -139,6 +140,7 @@ def create_app(
         return Response(_exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    app.add_middleware(FastPathMiddleware)
     app.add_middleware(
         ObservabilityMiddleware,
         config=MiddlewareConfig(

@@ -57,7 +57,7 @@ async def describe_model(request: Request, model_name: str) -> Response:
 )
 async def predict(request: Request, model_name: str) -> Response:
     """Predict rows given as lists (signature order) or records (by feature name)."""
-    return await _predict(request, model_name, None)
+    return await run_predict(request, model_name, None)
 
 
 @router.post(
@@ -69,10 +69,11 @@ async def predict(request: Request, model_name: str) -> Response:
 )
 async def predict_version(request: Request, model_name: str, model_version: str) -> Response:
     """Predict with one served version."""
-    return await _predict(request, model_name, model_version)
+    return await run_predict(request, model_name, model_version)
 
 
-async def _predict(request: Request, model_name: str, version: str | None) -> Response:
+async def run_predict(request: Request, model_name: str, version: str | None) -> Response:
+    """Predict rows given as lists or records, with probabilities on request."""
     state = server_state(request)
     model = serving_model(request, model_name, version)
     assert model.schema is not None

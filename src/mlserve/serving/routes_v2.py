@@ -101,7 +101,7 @@ INFER_DOC: dict[str, Any] = {
 )
 async def infer(request: Request, model_name: str) -> Response:
     """Predict; JSON or binary tensors in and out."""
-    return await _infer(request, model_name, None)
+    return await run_infer(request, model_name, None)
 
 
 @router.post(
@@ -112,10 +112,11 @@ async def infer(request: Request, model_name: str) -> Response:
 )
 async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
     """Predict with one served version."""
-    return await _infer(request, model_name, model_version)
+    return await run_infer(request, model_name, model_version)
 
 
-async def _infer(request: Request, model_name: str, version: str | None) -> Response:
+async def run_infer(request: Request, model_name: str, version: str | None) -> Response:
+    """Decode an OIP request, predict, encode the response (JSON or binary)."""
     state = server_state(request)
     model = serving_model(request, model_name, version)
     assert model.schema is not None

@@ -56,9 +56,10 @@ def infer_task(target: pd.Series) -> Task:
     values = target.dropna()
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"
-    whole = pd.api.types.is_integer_dtype(values) or bool(
-        np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)
-    )
+    with np.errstate(invalid="ignore"):  # inf mod 1 is NaN: not a whole number, no warning
+        whole = pd.api.types.is_integer_dtype(values) or bool(
+            np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)
+        )
     few = values.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET
     return "classification" if whole and few else "regression"
 
@@ -88,6 +89,12 @@ def validate_dataset(
         )
     labelled = frame[y.notna()]
     report.task = task or infer_task(labelled[target])
+    if report.task == "regression" and _as_float(labelled[target]) is None:
+        report.add(
+            "error",
+            "target_not_numeric",
+            f"target column {target!r} is not numeric; regression needs numbers",
+        )
 
     duplicates = int(labelled.duplicated().sum())
     if duplicates:
@@ -135,6 +142,7 @@ def _check_classes(y: pd.Series, report: ValidationReport) -> None:
 def _check_leakage(features: pd.DataFrame, y: pd.Series, report: ValidationReport) -> None:
     """Flag columns that are the target in disguise: equal to it, or a relabelling of it."""
     target_codes = pd.factorize(y)[0]
+    y_float = _as_float(y) if report.task == "regression" else None
     for column in features.columns:
         x = features[column]
         if x.isna().any() or str(column) in report.drop_columns:
@@ -142,11 +150,9 @@ def _check_leakage(features: pd.DataFrame, y: pd.Series, report: ValidationRepor
         same = x.astype(str).to_numpy() == y.astype(str).to_numpy()
         relabelled = _is_one_to_one(pd.factorize(x)[0], target_codes)
         correlated = (
-            report.task == "regression"
+            y_float is not None
             and pd.api.types.is_numeric_dtype(x)
-            and x.std() > 0
-            and abs(float(np.corrcoef(x.to_numpy(dtype=float), y.to_numpy(dtype=float))[0, 1]))
-            > 0.9999
+            and _collinear(x.to_numpy(dtype=float), y_float)
         )
         if same.all() or (report.task == "classification" and relabelled) or correlated:
             report.add(
@@ -159,3 +165,20 @@ def _check_leakage(features: pd.DataFrame, y: pd.Series, report: ValidationRepor
 def _is_one_to_one(a: np.ndarray, b: np.ndarray) -> bool:
     pairs = len(set(zip(a.tolist(), b.tolist(), strict=True)))
     return pairs == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def _as_float(values: pd.Series) -> np.ndarray | None:
+    """The values as floats, or None when some are not numbers."""
+    try:
+        return values.to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
+def _collinear(x: np.ndarray, y: np.ndarray) -> bool:
+    """True when x is (almost exactly) a linear function of y: a regression target in disguise."""
+    with np.errstate(all="ignore"):  # huge or constant values: no correlation, not a warning
+        if not (np.isfinite(x).all() and np.isfinite(y).all()) or x.std() == 0 or y.std() == 0:
+            return False
+        r = float(np.corrcoef(x, y)[0, 1])
+    return bool(np.isfinite(r)) and abs(r) > 0.9999
