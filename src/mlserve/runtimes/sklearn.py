@@ -16,6 +16,9 @@ from mlserve.types import Signature, VersionManifest
 
 SKOPS_SUFFIX = ".skops"
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+SAFE_EXTRA_TYPES = frozenset({"numpy.dtype"})
+"""Types skops does not trust by default that load without running code: skops rebuilds a
+dtype from an empty array. SimpleImputer keeps one, so every trained pipeline has it."""
 
 
 def dump_sklearn(estimator: Any, path: Path) -> Path:
@@ -38,9 +41,10 @@ def load_sklearn(path: Path, *, safe: bool) -> Any:
         import skops.io as sio
 
         untrusted = sio.get_untrusted_types(file=path)
-        if safe and untrusted:
+        refused = [t for t in untrusted if t not in SAFE_EXTRA_TYPES]
+        if safe and refused:
             raise UnsafeArtifact(
-                f"{path.name} holds types that safe loading does not trust: {', '.join(untrusted)}"
+                f"{path.name} holds types that safe loading does not trust: {', '.join(refused)}"
             )
         return sio.load(path, trusted=untrusted or None)
     if safe:

@@ -212,12 +212,6 @@ def test_skops_format_refuses_pickles_under_safe_loading_and_round_trips(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnsafeArtifact,
-    reason="skops marks numpy.dtype (SimpleImputer._fit_dtype) untrusted, so safe loading "
-    "refuses every trained pipeline; fix belongs in mlserve.runtimes.sklearn.load_sklearn",
-)
 def test_skops_model_trained_by_mlserve_loads_with_safe_loading(
     registry_store: RegistryStore, churn_csv: MessyDataset
 ) -> None:
