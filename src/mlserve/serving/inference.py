@@ -55,39 +55,41 @@ def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[s
 
 
 class PredictTiming:
-    """A running estimate of how long small predict calls take, to decide where they run.
+    """Running estimates of how long predict calls take, by batch size, to decide where they run.
 
-    Until enough calls are measured, or when the estimate exceeds the budget, calls go to the
-    thread pool. Only batches of at most ``SMALL_BATCH_ROWS`` rows are ever run inline.
+    Sizes are grouped in powers of two. A size group runs inline only after a few calls of that
+    size were measured in the thread pool and their moving average is within the budget, so a
+    slow model (or a big batch of a fast one) never blocks the event loop for long.
     """
 
-    SMALL_BATCH_ROWS = 64
+    MAX_INLINE_ROWS = 4096
     _WARMUP_CALLS = 3
     _SMOOTHING = 0.1
 
     def __init__(self, budget_s: float) -> None:
         self._budget_s = budget_s
-        self._estimate_s = 0.0
-        self._calls = 0
+        self._estimate_s: dict[int, float] = {}
+        self._calls: dict[int, int] = {}
 
     def is_fast(self, rows: int) -> bool:
         """True when a batch of ``rows`` is expected to finish within the budget."""
+        if self._budget_s <= 0 or rows > self.MAX_INLINE_ROWS:
+            return False
+        group = rows.bit_length()
         return (
-            self._budget_s > 0
-            and rows <= self.SMALL_BATCH_ROWS
-            and self._calls >= self._WARMUP_CALLS
-            and self._estimate_s <= self._budget_s
+            self._calls.get(group, 0) >= self._WARMUP_CALLS
+            and self._estimate_s[group] <= self._budget_s
         )
 
     def record(self, rows: int, seconds: float) -> None:
-        """Fold one measured small call into the estimate (thread-safe enough: a float store)."""
-        if rows > self.SMALL_BATCH_ROWS:
+        """Fold one measured call into its size group's moving average."""
+        if rows > self.MAX_INLINE_ROWS:
             return
-        self._calls += 1
-        if self._calls == 1:
-            self._estimate_s = seconds
-        else:
-            self._estimate_s += self._SMOOTHING * (seconds - self._estimate_s)
+        group = rows.bit_length()
+        calls = self._calls.get(group, 0) + 1
+        self._calls[group] = calls
+        previous = self._estimate_s.get(group, seconds)
+        self._estimate_s[group] = previous + self._SMOOTHING * (seconds - previous)
 
 
 def _timed(
@@ -113,9 +115,9 @@ class Predictor:
     def batcher_for(self, model: LoadedModel, config: BatchingConfig) -> MicroBatcher:
         """A micro-batcher that runs ``model`` and reports to the metrics.
 
-        Calls go to the thread pool, except small batches of a model measured to answer within
-        ``inline_max_ms``: those run on the event loop, because handing work to a thread and back
-        costs about 0.1 ms on a busy core, more than such a predict itself.
+        Calls go to the thread pool, except batches of a size the model was measured to answer
+        within ``inline_max_ms``: those run on the event loop, because handing work to a thread
+        and back costs about 0.1 ms on a busy core, more than such a predict itself.
         """
         runtime = model.runtime
         assert runtime is not None
