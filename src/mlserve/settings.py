@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,11 +22,30 @@ from mlserve.errors import ConfigError
 CONFIG_FILE = "mlserve.yaml"
 
 
+class ModelOptions(BaseModel):
+    """Settings of one served model (`models: {NAME: {...}}` in mlserve.yaml, or
+    MLSERVE_MODELS__NAME__CACHE=true); unset fields fall back to the server-wide ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache: bool = False
+    """Cache this model's responses (keyed by version and exact input)."""
+    cache_ttl_s: float = Field(default=300.0, gt=0)
+    """How long a cached response stays valid."""
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Memory budget of this model's cache (least recently used entries go first)."""
+    max_batch_size: int | None = Field(default=None, ge=1)
+    """Override of the server-wide max_batch_size."""
+    max_batch_wait_ms: float | None = Field(default=None, ge=0)
+    """Override of the server-wide max_batch_wait_ms."""
+
+
 class Settings(BaseSettings):
     """Every knob mlserve has; each documented where it is declared (and in .env.example)."""
 
     model_config = SettingsConfigDict(
         env_prefix="MLSERVE_",
+        env_nested_delimiter="__",
         env_file=".env",
         env_file_encoding="utf-8",
         # .env is shared with other tools, so unknown keys there are ignored; mlserve.yaml is
@@ -60,6 +79,8 @@ class Settings(BaseSettings):
     inline_predict_max_ms: float = Field(default=0.5, ge=0)
     """Small batches of a model measured to predict within this many ms run on the event loop
     (a hand-off to a worker thread costs ~0.1 ms); 0 sends every call to the thread pool."""
+    models: dict[str, ModelOptions] = Field(default_factory=dict)
+    """Per-model options (cache, batching), by model name."""
     max_queue_rows: int = Field(default=4096, ge=1)
     """Most rows queued per model; beyond it requests get 503 with Retry-After at once."""
     request_timeout_s: float = Field(default=30.0, gt=0)
@@ -113,6 +134,13 @@ class Settings(BaseSettings):
     def resolved_artifact_root(self) -> str:
         """The artifact root, defaulting to `home`/artifacts."""
         return self.artifact_root or str(self.home / "artifacts")
+
+    def options_for(self, model: str) -> ModelOptions:
+        """A model's options; names match case-insensitively (environment names are lower-cased)."""
+        if model in self.models:
+            return self.models[model]
+        lowered = {name.lower(): options for name, options in self.models.items()}
+        return lowered.get(model.lower(), ModelOptions())
 
     @property
     def api_keys(self) -> tuple[str, ...]:

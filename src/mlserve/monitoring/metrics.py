@@ -30,6 +30,8 @@ class ServingMetrics:
     queue_wait: Histogram
     batch_size: Histogram
     rejected: Counter
+    cache_hits: Counter
+    cache_misses: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -113,6 +115,18 @@ class ServingMetrics:
                 "mlserve_rejected_requests",
                 "Requests refused before computing: queue full (overloaded) or deadline passed.",
                 ("model", "version", "reason"),
+                registry=registry,
+            ),
+            cache_hits=Counter(
+                "mlserve_cache_hits",
+                "Requests answered from the prediction cache.",
+                ("model", "version"),
+                registry=registry,
+            ),
+            cache_misses=Counter(
+                "mlserve_cache_misses",
+                "Cacheable requests that had to be computed.",
+                ("model", "version"),
                 registry=registry,
             ),
         )

@@ -30,13 +30,20 @@ from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import RegistryStore
 from mlserve.serving import routes_v1, routes_v2
 from mlserve.serving.batching import BatchingConfig
+from mlserve.serving.cache import PredictionCache
 from mlserve.serving.docs import DOC_MODELS
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.fastpath import FastPathMiddleware
 from mlserve.serving.inference import Predictor
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
-from mlserve.serving.models import ModelManager, ModelSource, discover_model_dir, resolve_sources
+from mlserve.serving.models import (
+    LoadedModel,
+    ModelManager,
+    ModelSource,
+    discover_model_dir,
+    resolve_sources,
+)
 from mlserve.serving.state import ServerState
 from mlserve.settings import Settings, load_settings
 
@@ -86,12 +93,29 @@ def create_app(
     metrics = ServingMetrics.create(registry)
     executor = InferenceExecutor(settings.inference_workers)
     predictor = Predictor(executor, metrics, inline_max_ms=settings.inline_predict_max_ms)
-    batching = BatchingConfig(
-        max_batch_size=settings.max_batch_size,
-        max_wait_ms=settings.max_batch_wait_ms,
-        max_queue_rows=settings.max_queue_rows,
-        timeout_s=settings.request_timeout_s,
-    )
+
+    def prepare(model: LoadedModel) -> None:
+        """Give a loaded model its micro-batcher and, when asked for, its cache."""
+        options = settings.options_for(model.name)
+        batching = BatchingConfig(
+            max_batch_size=options.max_batch_size or settings.max_batch_size,
+            max_wait_ms=(
+                settings.max_batch_wait_ms
+                if options.max_batch_wait_ms is None
+                else options.max_batch_wait_ms
+            ),
+            max_queue_rows=settings.max_queue_rows,
+            timeout_s=settings.request_timeout_s,
+        )
+        model.batcher = predictor.batcher_for(model, batching)
+        if options.cache:
+            model.cache = PredictionCache(
+                options.cache_max_bytes,
+                options.cache_ttl_s,
+                hits=metrics.cache_hits.labels(model.name, model.version),
+                misses=metrics.cache_misses.labels(model.name, model.version),
+            )
+
     manager = ModelManager(
         sources,
         store=store,
@@ -99,7 +123,7 @@ def create_app(
         metrics=metrics,
         nan_policy=settings.nan_policy,
         safe_loading=settings.safe_loading,
-        make_batcher=lambda model: predictor.batcher_for(model, batching),
+        prepare=prepare,
     )
     state = ServerState(
         models=manager,

@@ -19,6 +19,7 @@ from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import ModelVersion, RegistryStore
 from mlserve.runtimes import Batch, Runtime, load_runtime
 from mlserve.serving.batching import MicroBatcher
+from mlserve.serving.cache import PredictionCache
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.tabular import NanPolicy, TabularSchema
 from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, Signature, read_manifest
@@ -56,6 +57,7 @@ class LoadedModel:
     load_s: float | None = None
     class_labels: list[str] = field(default_factory=list)
     batcher: MicroBatcher | None = None
+    cache: PredictionCache | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -78,10 +80,10 @@ class ModelManager:
         metrics: ServingMetrics,
         nan_policy: NanPolicy,
         safe_loading: bool,
-        make_batcher: Callable[[LoadedModel], MicroBatcher | None] = lambda _model: None,
+        prepare: Callable[[LoadedModel], None] = lambda _model: None,
     ) -> None:
         self._sources = sources
-        self._make_batcher = make_batcher
+        self._prepare = prepare
         self._store = store
         self._executor = executor
         self._metrics = metrics
@@ -170,7 +172,7 @@ class ModelManager:
             model.schema = TabularSchema(runtime.signature, self._nan_policy)
             model.class_labels = [str(c) for c in runtime.classes]
             await self._warm(model, manifest.reference_profile)
-            model.batcher = self._make_batcher(model)
+            self._prepare(model)  # batcher and cache, per the model's options
         except MlserveError as exc:
             self._fail(model, str(exc))
             return

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from mlserve.errors import InvalidInput
 from mlserve.serving.body import read_body
+from mlserve.serving.cache import respond
 from mlserve.serving.docs import (
     InvocationsResponseDoc,
     PredictRequestDoc,
@@ -21,7 +22,7 @@ from mlserve.serving.inference import PREDICT, PREDICT_PROBA
 from mlserve.serving.models import LoadedModel
 from mlserve.serving.protocol import parse_json
 from mlserve.serving.routes_v2 import json_response
-from mlserve.serving.state import server_state, serving_model
+from mlserve.serving.state import ServerState, server_state, serving_model
 
 router = APIRouter()
 
@@ -76,8 +77,13 @@ async def run_predict(request: Request, model_name: str, version: str | None) ->
     """Predict rows given as lists or records, with probabilities on request."""
     state = server_state(request)
     model = serving_model(request, model_name, version)
+    body = await read_body(request, state.max_request_bytes)
+    return await respond(model.cache, body, ("v1",), lambda: _predict(state, model, body))
+
+
+async def _predict(state: ServerState, model: LoadedModel, raw: bytes) -> Response:
     assert model.schema is not None
-    payload = parse_json(await read_body(request, state.max_request_bytes))
+    payload = parse_json(raw)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": [...]')
     parameters = payload.get("parameters") or {}
@@ -143,9 +149,20 @@ async def invocations(request: Request) -> Response:
             )
         name = names[0]
     model = serving_model(request, name)
-    assert model.schema is not None
     body = await read_body(request, state.max_request_bytes)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    return await respond(
+        model.cache,
+        body,
+        ("mlflow", content_type),
+        lambda: _invocations(state, model, body, content_type),
+    )
+
+
+async def _invocations(
+    state: ServerState, model: LoadedModel, body: bytes, content_type: str
+) -> Response:
+    assert model.schema is not None
     if content_type == "text/csv":
         batch = model.schema.from_frame(_read_csv(body))
     elif content_type in ("application/json", ""):

@@ -12,11 +12,12 @@ from starlette.responses import Response
 from mlserve import __version__
 from mlserve.errors import InvalidInput, NotReady
 from mlserve.serving.body import read_body
+from mlserve.serving.cache import respond
 from mlserve.serving.docs import InferResponseDoc, ModelMetadataDoc
 from mlserve.serving.inference import PREDICT, PREDICT_PROBA, available_outputs, check_outputs
 from mlserve.serving.models import LoadedModel
 from mlserve.serving.protocol import HEADER_LENGTH, datatype_of, decode_request, encode_response
-from mlserve.serving.state import server_state, serving_model
+from mlserve.serving.state import ServerState, server_state, serving_model
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 
@@ -124,6 +125,16 @@ async def run_infer(request: Request, model_name: str, version: str | None) -> R
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is not None and not header_length.isdigit():
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes")
+    qualifiers = ("v2", header_length)
+    return await respond(
+        model.cache, body, qualifiers, lambda: _infer(state, model, body, header_length)
+    )
+
+
+async def _infer(
+    state: ServerState, model: LoadedModel, body: bytes, header_length: str | None
+) -> Response:
+    assert model.schema is not None
     decoded = decode_request(body, int(header_length) if header_length else None)
     outputs = check_outputs(model, [o.name for o in decoded.outputs])
     batch = model.schema.from_tensors(decoded.inputs)
