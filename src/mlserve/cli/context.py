@@ -5,13 +5,15 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from mlserve.registry import RegistryStore
 from mlserve.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlserve.registry import RegistryStore
 
 console = Console()
 """Standard output, for results."""
@@ -34,6 +36,8 @@ class CliContext:
     def store(self) -> RegistryStore:
         """The registry the settings name (opened, and migrated, on first use)."""
         if self._store is None:
+            from mlserve.registry import RegistryStore  # SQLAlchemy: only commands that need it
+
             settings = self.settings()
             self._store = RegistryStore(
                 settings.resolved_database_url,

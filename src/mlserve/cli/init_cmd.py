@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from mlserve.cli.context import console
-from mlserve.scaffold import SAMPLE_DATASET, SAMPLE_TARGET, init_project
 
 
 def init(
@@ -19,6 +18,8 @@ def init(
 
     Example: [bold]mlserve init churn-project[/bold]
     """
+    from mlserve.scaffold import SAMPLE_DATASET, SAMPLE_TARGET, init_project
+
     result = init_project(folder, force=force)
     console.print(f"Created an mlserve project in [bold]{result.folder}[/bold]:")
     for name in result.files:

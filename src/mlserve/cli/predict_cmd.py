@@ -6,13 +6,10 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from mlserve.cli.context import context, err_console
 from mlserve.errors import InvalidInput
-from mlserve.runtimes import load_runtime
-from mlserve.training import read_dataset
 from mlserve.types import ModelRef
 
 OUTPUT_FORMATS = ("csv", "json", "parquet")
@@ -37,6 +34,12 @@ def predict(
 
     Example: [bold]mlserve predict churn@production customers.csv --proba -o scores.csv[/bold]
     """
+    # Imported here: pandas and scikit-learn take a second to import; other commands need not.
+    import pandas as pd
+
+    from mlserve.runtimes import load_runtime
+    from mlserve.training import read_dataset
+
     fmt = output_format or (output.suffix.lstrip(".").lower() if output else "csv")
     if fmt not in OUTPUT_FORMATS:
         raise InvalidInput(f"unknown output format {fmt!r}; use {', '.join(OUTPUT_FORMATS)}")

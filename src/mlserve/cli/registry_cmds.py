@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from mlserve.cli.context import actor, console, context
 from mlserve.errors import InvalidInput
-from mlserve.monitoring import build_reference_profile, describe_features, fingerprint_frame
-from mlserve.registry import ModelVersion, NewVersion
-from mlserve.runtimes import RUNTIMES, load_sklearn
-from mlserve.training import read_dataset
 from mlserve.types import Feature, ModelRef, Signature, Task
+
+if TYPE_CHECKING:
+    from mlserve.registry import ModelVersion, NewVersion
 
 models_app = typer.Typer(
     help="List and inspect registered models.\n\n"
@@ -63,6 +62,10 @@ def register(
     Example: [bold]mlserve register model.joblib --name churn --signature-from train.csv
     --target churned --alias staging[/bold]
     """
+    # Imported here: scikit-learn and pandas take a second to import; listing models need not.
+    from mlserve.registry import NewVersion
+    from mlserve.runtimes import RUNTIMES, load_sklearn
+
     if framework not in RUNTIMES:
         raise InvalidInput(f"unknown framework {framework!r}; known: {', '.join(sorted(RUNTIMES))}")
     if not path.is_file():
@@ -92,6 +95,10 @@ def register(
 
 def _describe(estimator: Any, data: Path | None, target: str | None) -> NewVersion:
     """Signature (and profile, fingerprint) from data, or from the estimator alone."""
+    from mlserve.monitoring import build_reference_profile, describe_features, fingerprint_frame
+    from mlserve.registry import NewVersion
+    from mlserve.training import read_dataset
+
     classes = tuple(_plain(c) for c in getattr(estimator, "classes_", ()))
     task: Task = "classification" if classes else "regression"
     outputs = ("predict", "predict_proba") if hasattr(estimator, "predict_proba") else ("predict",)

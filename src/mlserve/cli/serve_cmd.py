@@ -9,7 +9,6 @@ import typer
 
 from mlserve.cli.context import context, err_console
 from mlserve.logging import configure_logging
-from mlserve.serving import ServeOptions, build_app, serve_single, serve_workers, warn_if_exposed
 
 FACTORY = "mlserve.serving:app_from_environment"
 
@@ -37,6 +36,15 @@ def serve(
 
     Example: [bold]mlserve serve churn@production --port 8080[/bold]
     """
+    # Imported here: the web stack takes a second to import; other commands need not.
+    from mlserve.serving import (
+        ServeOptions,
+        build_app,
+        serve_single,
+        serve_workers,
+        warn_if_exposed,
+    )
+
     cli = context(ctx)
     settings = cli.settings(host=host, port=port, workers=workers)
     configure_logging(settings.log_level, settings.log_format)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from mlserve.cli.context import console, context, err_console
 from mlserve.errors import InvalidInput
-from mlserve.training import ALL_ESTIMATORS, TrainRequest, TrainResult
-from mlserve.training import train as run_training
-from mlserve.training.evaluate import HIGHER_IS_BETTER
+
+if TYPE_CHECKING:
+    from mlserve.training import TrainResult
+
+ESTIMATOR_HELP = (
+    "logistic_regression, random_forest, gradient_boosting or knn for classification; "
+    "linear_regression, ridge, random_forest, gradient_boosting or knn for regression. "
+    "Default: logistic_regression or ridge."
+)
 
 
 def train(
@@ -22,10 +28,7 @@ def train(
     name: Annotated[str | None, typer.Option(help="Model name (default: the file's stem).")] = None,
     estimator: Annotated[
         str | None,
-        typer.Option(
-            help=f"One of: {', '.join(ALL_ESTIMATORS)}. Default: logistic_regression "
-            "for classification, ridge for regression."
-        ),
+        typer.Option(help=ESTIMATOR_HELP),
     ] = None,
     task: Annotated[
         str | None, typer.Option(help="classification or regression (default: inferred).")
@@ -46,6 +49,10 @@ def train(
     Example: [bold]mlserve train data/churn.csv --target churned --estimator random_forest
     --alias staging[/bold]
     """
+    # Imported here: scikit-learn takes a second to import, which other commands need not pay.
+    from mlserve.training import ALL_ESTIMATORS, TrainRequest
+    from mlserve.training import train as run_training
+
     if task not in (None, "classification", "regression"):
         raise InvalidInput(f"--task must be classification or regression, got {task!r}")
     if model_format not in ("joblib", "skops"):
@@ -75,6 +82,8 @@ def train(
 
 
 def _print_summary(result: TrainResult) -> None:
+    from mlserve.training.evaluate import HIGHER_IS_BETTER
+
     for problem in result.report.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {problem.message}", highlight=False)
     version = result.version
