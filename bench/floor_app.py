@@ -29,7 +29,22 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]  # bare ASG
     rows = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
     predicted = model.predict(rows)
     response = orjson.dumps(
-        {"outputs": [{"name": "predict", "shape": [len(predicted)], "datatype": "INT64", "data": predicted.tolist()}]}
+        {
+            "outputs": [
+                {
+                    "name": "predict",
+                    "shape": [len(predicted)],
+                    "datatype": "INT64",
+                    "data": predicted.tolist(),
+                }
+            ]
+        }
     )
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": response})

@@ -70,7 +70,9 @@ def train_models() -> dict[str, tuple[object, Path, np.ndarray]]:
     x, y = make_classification(n_features=20, random_state=0)
     models = {
         "LogisticRegression": LogisticRegression(max_iter=1000).fit(x, y),
-        "RandomForest": RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0).fit(x, y),
+        "RandomForest": RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0).fit(
+            x, y
+        ),
     }
     out = {}
     for name, model in models.items():
@@ -117,7 +119,9 @@ def mlserver_repo(name: str, path: Path, batching: bool, port: int) -> Path:
     return repo
 
 
-def start(server: Server, model: str, path: Path, project: Path, port: int) -> subprocess.Popen[bytes]:
+def start(
+    server: Server, model: str, path: Path, project: Path, port: int
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **server.env}
     if server.kind == "mlserve":
         command = [str(MLSERVE), "serve", model.lower(), "--port", str(port)]
@@ -155,7 +159,16 @@ def infer_path(server: Server, model: str) -> str:
 
 def body(rows: np.ndarray) -> bytes:
     return json.dumps(
-        {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]}
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "data": rows.ravel().tolist(),
+                }
+            ]
+        }
     ).encode()
 
 
@@ -164,7 +177,9 @@ def wait_ready(port: int, server: Server, model: str, sample: bytes, timeout_s: 
     url = f"http://127.0.0.1:{port}{infer_path(server, model)}"
     while time.monotonic() < deadline:
         try:
-            response = httpx.post(url, content=sample, headers={"content-type": "application/json"}, timeout=2)
+            response = httpx.post(
+                url, content=sample, headers={"content-type": "application/json"}, timeout=2
+            )
             if response.status_code == 200:
                 return
         except httpx.HTTPError:
@@ -173,9 +188,13 @@ def wait_ready(port: int, server: Server, model: str, sample: bytes, timeout_s: 
     raise RuntimeError(f"{server.name} did not become ready on port {port}")
 
 
-def check_answer(port: int, server: Server, model_name: str, model: object, rows: np.ndarray) -> None:
+def check_answer(
+    port: int, server: Server, model_name: str, model: object, rows: np.ndarray
+) -> None:
     url = f"http://127.0.0.1:{port}{infer_path(server, model_name)}"
-    response = httpx.post(url, content=body(rows), headers={"content-type": "application/json"}, timeout=10)
+    response = httpx.post(
+        url, content=body(rows), headers={"content-type": "application/json"}, timeout=10
+    )
     response.raise_for_status()
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     got = np.asarray(outputs["predict"]["data"]).astype(int)
@@ -184,7 +203,9 @@ def check_answer(port: int, server: Server, model_name: str, model: object, rows
         raise RuntimeError(f"{server.name} answered {got[:5]}, expected {expected[:5]}")
 
 
-def run_wrk(port: int, path: str, payload: bytes, connections: int, duration_s: int) -> dict[str, float]:
+def run_wrk(
+    port: int, path: str, payload: bytes, connections: int, duration_s: int
+) -> dict[str, float]:
     body_file = WORK / "body.json"
     body_file.write_bytes(payload)
     result = subprocess.run(
@@ -211,11 +232,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=int, default=8, help="seconds per scenario")
-    parser.add_argument("--servers", default="", help="comma-separated substrings to select servers")
+    parser.add_argument(
+        "--servers", default="", help="comma-separated substrings to select servers"
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "serving.md")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    servers = [s for s in SERVERS if not args.servers or any(k in s.name for k in args.servers.split(","))]
+    servers = [
+        s for s in SERVERS if not args.servers or any(k in s.name for k in args.servers.split(","))
+    ]
     if not MLSERVER.exists():
         servers = [s for s in servers if s.kind != "mlserver"]
         print("MLServer venv missing: skipping MLServer (make bench installs it)", file=sys.stderr)
@@ -233,8 +258,16 @@ def main() -> None:
                     run_wrk(port, infer_path(server, model_name), body(x[:1]), 8, 2)  # warm-up
                     for label, rows, connections in SCENARIOS:
                         payload = body(np.resize(x, (rows, x.shape[1])))
-                        measured = run_wrk(port, infer_path(server, model_name), payload, connections, args.duration)
-                        results.setdefault((model_name, server.name, rows, connections), []).append(measured)
+                        measured = run_wrk(
+                            port,
+                            infer_path(server, model_name),
+                            payload,
+                            connections,
+                            args.duration,
+                        )
+                        results.setdefault((model_name, server.name, rows, connections), []).append(
+                            measured
+                        )
                         print(
                             f"round {round_number + 1} {model_name:18} {server.name:36} {label:8} c={connections:<3} "
                             f"{measured['rps']:9.0f} req/s p50 {measured['p50_ms']:7.2f} ms "
@@ -293,7 +326,9 @@ def write_table(results, models, servers, args) -> None:  # type: ignore[no-unty
                     p99 = f"{median(key, 'p99_ms') / median(floor_key, 'p99_ms'):.2f}x"
                 else:
                     vs_floor = p50 = p99 = "-"
-                ratios.append(f"| {model_name} | {scenario} | {server.name} | {vs_mlserver} | {vs_floor} | {p50} | {p99} |")
+                ratios.append(
+                    f"| {model_name} | {scenario} | {server.name} | {vs_mlserver} | {vs_floor} | {p50} | {p99} |"
+                )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines + ratios) + "\n")
     print("\n".join(lines + ratios))

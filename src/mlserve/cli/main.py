@@ -7,12 +7,19 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 
 from mlserve import __version__
-from mlserve.cli import init_cmd, predict_cmd, registry_cmds, serve_cmd, status_cmd, train_cmd
+from mlserve.cli import (
+    batch_cmd,
+    init_cmd,
+    predict_cmd,
+    registry_cmds,
+    serve_cmd,
+    status_cmd,
+    train_cmd,
+)
 from mlserve.cli.context import CliContext, err_console
 from mlserve.errors import (
     ArtifactError,
@@ -24,11 +31,15 @@ from mlserve.errors import (
     NotFound,
 )
 
+try:  # newer typer runs on its own copy of click, so click.ClickException would never match
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer runs on click itself
+    from click import ClickException  # type: ignore[assignment]  # the same role, older typer
+
 log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="mlserve",
-    help="Train, register, serve and monitor machine-learning models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -70,6 +81,8 @@ def main(
     """Train, register, serve and monitor machine-learning models.
 
     Settings come from defaults < mlserve.yaml < MLSERVE_* environment and .env < flags.
+
+    Example: [bold]mlserve --home /srv/registry models list[/bold]
     """
     flags = {
         "home": home,
@@ -82,7 +95,10 @@ def main(
 
 @app.command()
 def version() -> None:
-    """Print mlserve's version."""
+    """Print mlserve's version.
+
+    Example: [bold]mlserve version[/bold]
+    """
     typer.echo(__version__)
 
 
@@ -90,6 +106,7 @@ app.command(name="init")(init_cmd.init)
 app.command(name="train")(train_cmd.train)
 app.command(name="register")(registry_cmds.register)
 app.command(name="predict")(predict_cmd.predict)
+app.command(name="batch")(batch_cmd.batch)
 app.command(name="status")(status_cmd.status)
 app.command(name="serve")(serve_cmd.serve)
 app.add_typer(registry_cmds.models_app, name="models")
@@ -106,13 +123,14 @@ def run(argv: list[str] | None = None) -> int:
     """Entry point: run a command; errors become one line on stderr and a non-zero exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="mlserve", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # Without standalone mode, click returns (not raises) a command's typer.Exit code.
+        result = command.main(args=argv, prog_name="mlserve", standalone_mode=False)
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except ClickException as exc:  # usage errors: bad or missing arguments, unknown commands
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         return 130
     except MlserveError as exc:
@@ -129,7 +147,7 @@ def run(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

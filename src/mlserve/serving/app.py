@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from mlserve import __version__
 from mlserve.errors import MlserveError
+from mlserve.logging import configure_logging
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import RegistryStore
 from mlserve.serving import routes_v1, routes_v2
@@ -75,9 +76,10 @@ def app_from_environment() -> FastAPI:
     """Factory for worker processes: settings from the environment, models from SOURCES_ENV."""
     spec = orjson.loads(os.environ.get(SOURCES_ENV, "{}"))
     model_dir = spec.get("model_dir")
-    return build_app(
-        load_settings(), list(spec.get("refs", [])), Path(model_dir) if model_dir else None
-    )
+    settings = load_settings()
+    # A worker process is an entry point of its own: the CLI's logging set-up did not reach it.
+    configure_logging(settings.log_level, settings.log_format)
+    return build_app(settings, list(spec.get("refs", [])), Path(model_dir) if model_dir else None)
 
 
 def create_app(

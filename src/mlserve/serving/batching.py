@@ -48,6 +48,8 @@ class _Pending:
     enqueued: float
     deadline: float
     kind: tuple[object, ...] = field(default=())
+    started: bool = False
+    """Taken into a predict call: its deadline no longer applies."""
 
 
 @dataclass(slots=True)
@@ -90,7 +92,8 @@ class MicroBatcher:
         return self._queued_rows
 
     async def predict(self, batch: Batch, outputs: tuple[str, ...]) -> Outputs:
-        """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded."""
+        """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded when
+        the deadline passes before its predict call starts (a started call is waited for)."""
         rows = len(batch)
         if self._queued_rows + rows > self._config.max_queue_rows and self._queue:
             self.stats.rejected += 1
@@ -121,6 +124,10 @@ class MicroBatcher:
                 asyncio.shield(pending.future), max(0.0, pending.deadline - time.monotonic())
             )
         except TimeoutError:
+            if pending.started:
+                # Its predict call is running: answering 504 now would waste the computation.
+                return await pending.future
+            pending.future.cancel()  # drops it from the queue: never computed for nobody
             self.stats.expired += 1
             raise DeadlineExceeded(
                 f"the request waited {self._config.timeout_s:g} s without being answered"
@@ -176,6 +183,7 @@ class MicroBatcher:
                 break
             self._queue.popleft()
             self._queued_rows -= head.rows
+            head.started = True
             group.append(head)
             rows += head.rows
         self._on_depth(self._queued_rows)

@@ -1,0 +1,245 @@
+"""Batch benchmark: `mlserve batch` (local engine) against in-memory and pyarrow-only floors.
+
+Builds Parquet files of make_classification(n_features=20) rows, then measures
+
+1. rows/s of a RandomForestClassifier(100 trees, depth 8) job on every core, against one
+   in-process ``model.predict`` over the same rows already in memory;
+2. total time of a LogisticRegression job, against pyarrow alone reading the input and
+   writing an output of the same shape (row, prediction, model_version);
+3. peak RSS of the LogisticRegression job over 1M and 5M rows (coordinator and largest worker).
+
+Each job runs in a fresh interpreter, so import and pool start-up are included, as a user sees
+them. Prints a markdown table. Not run by the tests: ``.venv/bin/python bench/batch_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from mlserve.monitoring import describe_features
+from mlserve.registry import NewVersion, RegistryStore
+from mlserve.runtimes import dump_sklearn
+from mlserve.types import Signature
+
+FEATURES = [f"x{i}" for i in range(20)]
+BLOCK_ROWS = 250_000
+ROW_GROUP_ROWS = 100_000
+CHUNK_ROWS = 20_000
+
+# Runs one job in a fresh interpreter and prints its summary plus memory peaks (KiB) as JSON.
+# The coordinator's peak is its VmHWM (getrusage's ru_maxrss would include the RSS this benchmark
+# had when it forked); all processes together are sampled every 20 ms.
+JOB_SCRIPT = """
+import json, re, sys, threading, time
+from pathlib import Path
+import psutil
+from mlserve.batch import JobSpec, pin_model, run
+from mlserve.registry import RegistryStore
+
+peak_total = 0
+
+def sample():
+    global peak_total
+    me = psutil.Process()
+    while True:
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass
+        peak_total = max(peak_total, total)
+        time.sleep(0.02)
+
+def main():
+    home, name, source, output, workers, chunk_rows = sys.argv[1:7]
+    home = Path(home)
+    store = RegistryStore(f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache")
+    model = pin_model(store, name, Path(output))
+    threading.Thread(target=sample, daemon=True).start()
+    spec = JobSpec(source, Path(output), chunk_rows=int(chunk_rows), workers=int(workers))
+    summary = run(spec, model).to_dict()
+    status = Path("/proc/self/status").read_text()
+    summary["peak_rss_kib"] = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+    summary["peak_total_rss_kib"] = peak_total // 1024
+    print(json.dumps(summary))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def write_input(path: Path, rows: int) -> None:
+    """``rows`` rows of 20 features, generated and written a block at a time."""
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return
+    writer = None
+    for start in range(0, rows, BLOCK_ROWS):
+        count = min(BLOCK_ROWS, rows - start)
+        x, _ = make_classification(n_samples=count, n_features=20, random_state=start)
+        table = pa.table({name: x[:, i] for i, name in enumerate(FEATURES)})
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+    assert writer is not None
+    writer.close()
+
+
+def register(store: RegistryStore, name: str, model: object, folder: Path) -> object:
+    """Fit ``model`` on 20,000 rows and register it as ``name``; returns the fitted model."""
+    x, y = make_classification(n_samples=20_000, n_features=20, random_state=42)
+    frame = pa.table({n: x[:, i] for i, n in enumerate(FEATURES)}).to_pandas()
+    model.fit(frame, y)  # type: ignore[attr-defined]
+    path = dump_sklearn(model, folder / f"{name}.joblib")
+    signature = Signature(
+        inputs=describe_features(frame), task="classification", classes=("0", "1")
+    )
+    store.register_version(name, path, NewVersion(framework="sklearn", signature=signature))
+    return model
+
+
+def run_job(home: Path, name: str, source: Path, output: Path, workers: int) -> dict[str, object]:
+    """One `mlserve.batch.run` in a fresh interpreter; its summary, wall time and peak RSS."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            JOB_SCRIPT,
+            str(home),
+            name,
+            str(source),
+            str(output),
+            str(workers),
+            str(CHUNK_ROWS),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def in_memory_predict(model: object, source: Path) -> tuple[float, int]:
+    """Seconds for one ``model.predict`` over every row already in memory, and the row count."""
+    frame = pq.read_table(source).to_pandas()
+    started = time.perf_counter()
+    model.predict(frame)  # type: ignore[attr-defined]
+    return time.perf_counter() - started, len(frame)
+
+
+def pyarrow_floor(source: Path, output: Path) -> float:
+    """Seconds for pyarrow alone to stream the input and write an output of the job's shape."""
+    started = time.perf_counter()
+    parquet = pq.ParquetFile(source)
+    writer = None
+    offset = 0
+    for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+        count = batch.num_rows
+        out = pa.table(
+            {
+                "row": pa.array(np.arange(offset, offset + count)),
+                "prediction": pa.array(np.zeros(count, dtype=np.int64)),
+                "model_version": pa.array(["logreg:1"] * count, type=pa.string()),
+            }
+        )
+        writer = writer or pq.ParquetWriter(output, out.schema)
+        writer.write_table(out)
+        offset += count
+    assert writer is not None
+    writer.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Build inputs, run every measurement, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "mlserve-batch-bench"
+    )
+    parser.add_argument("--skip-5m", action="store_true", help="skip the 5M-row memory run")
+    args = parser.parse_args()
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    workers = len(os.sched_getaffinity(0))
+    one_m, five_m = work / "rows-1m.parquet", work / "rows-5m.parquet"
+    write_input(one_m, 1_000_000)
+    if not args.skip_5m:
+        write_input(five_m, 5_000_000)
+    home = work / "registry"
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir()
+    store = RegistryStore(
+        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
+    )
+    forest = register(
+        store, "forest", RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0), work
+    )
+    register(store, "logreg", LogisticRegression(max_iter=500), work)
+    store.close()
+
+    rows: list[tuple[str, str, str]] = []
+    forest_s, count = in_memory_predict(forest, one_m)
+    for n in sorted({1, workers}):
+        job = run_job(home, "forest", one_m, work / f"forest-{n}.parquet", n)
+        rows.append(
+            (
+                f"RandomForest(100, depth 8), 1M rows, {n} worker{'s' if n > 1 else ''}",
+                f"{count / float(job['wall_s']):,.0f} rows/s ({float(job['wall_s']):.1f} s "
+                f"end to end, {job['seconds']} s inside run())",
+                f"{count / forest_s:,.0f} rows/s: one in-process predict on rows in memory",
+            )
+        )
+    floor_s = pyarrow_floor(one_m, work / "floor-out.parquet")
+    logreg_jobs = {}
+    for n in sorted({1, workers}):
+        job = logreg_jobs[n] = run_job(home, "logreg", one_m, work / f"logreg-{n}.parquet", n)
+        rows.append(
+            (
+                f"LogisticRegression, 1M rows, {n} worker{'s' if n > 1 else ''}",
+                f"{float(job['wall_s']):.2f} s end to end ({job['seconds']} s inside run())",
+                f"{floor_s:.2f} s: pyarrow alone reads the input and writes the same output",
+            )
+        )
+    rss = [("1M", logreg_jobs[workers])]
+    if not args.skip_5m:
+        rss.append(("5M", run_job(home, "logreg", five_m, work / "logreg-5m.parquet", workers)))
+    for label, job in rss:
+        rows.append(
+            (
+                f"Peak RSS, LogisticRegression, {label} rows, {workers} workers",
+                f"coordinator {int(str(job['peak_rss_kib'])) / 1024:,.0f} MiB; all processes "
+                f"{int(str(job['peak_total_rss_kib'])) / 1024:,.0f} MiB",
+                f"{float(job['wall_s']):.1f} s, {job['rows_read']:,} rows",
+            )
+        )
+    print(
+        f"\nmlserve batch benchmark ({platform.processor() or platform.machine()}, {workers} cores, "
+        f"chunks of {CHUNK_ROWS:,} rows, Parquet row groups of {ROW_GROUP_ROWS:,})\n"
+    )
+    print("| measurement | mlserve batch | reference |")
+    print("| --- | --- | --- |")
+    for name, ours, reference in rows:
+        print(f"| {name} | {ours} | {reference} |")
+
+
+if __name__ == "__main__":
+    main()

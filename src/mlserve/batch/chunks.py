@@ -1,0 +1,75 @@
+"""What flows from the reader to the workers: numbered chunks of input records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+RAW_TEXT_LIMIT = 1000
+"""Most characters of an unparsable record kept in its reject."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record that yields no prediction, and why.
+
+    ``row`` numbers every input record from 0 across all input files, like the output's ``row``
+    column. ``line`` is 1-based: the line in its file for JSON Lines; for CSV the record's number
+    counting the header as 1, which is its line unless a quoted value spans lines; None for
+    Parquet.
+    """
+
+    row: int
+    file: str
+    line: int | None
+    reason: str
+    raw: str | None = None
+    id: Any = None
+
+    def to_dict(self, *, with_id: bool) -> dict[str, Any]:
+        """A JSON-ready dict; ``id`` is included only when the job has an id column."""
+        data: dict[str, Any] = {
+            "row": self.row,
+            "file": self.file,
+            "line": self.line,
+            "reason": self.reason,
+        }
+        if with_id:
+            data["id"] = self.id
+        if self.raw is not None:
+            data["raw"] = self.raw
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Up to ``chunk_rows`` consecutive records of one input file, numbered ``seq`` in the job.
+
+    Chunk boundaries depend only on the input files and ``chunk_rows``, so a resumed job cuts
+    the same chunks again. CSV and Parquet records arrive parsed in ``table``; JSON Lines arrive
+    as raw ``texts`` that the worker parses, so a bad line becomes a reject off the reading path.
+    """
+
+    seq: int
+    file: str
+    rows: np.ndarray
+    """Global record number of each entry of ``table`` (or ``texts``), ascending."""
+    table: pa.Table | None = None
+    texts: tuple[bytes, ...] | None = None
+    lines: np.ndarray | None = None
+    """Line number of each entry, where the format has lines."""
+    bad: tuple[Reject, ...] = field(default=())
+    """Records the reader could not parse (a CSV row with the wrong number of fields)."""
+
+    @property
+    def records(self) -> int:
+        """Input records in this chunk, parsed or not."""
+        return len(self.rows) + len(self.bad)
+
+
+def clip_text(text: str) -> str:
+    """``text`` cut to RAW_TEXT_LIMIT characters, for a reject's ``raw`` field."""
+    return text if len(text) <= RAW_TEXT_LIMIT else text[:RAW_TEXT_LIMIT] + "…"

@@ -1,0 +1,366 @@
+"""Score one chunk: check each record against the signature, predict, and build output rows.
+
+Every record yields an output row or a reject, never neither: a wrong type, a missing required
+feature, an unparsable line, or a row the model itself refuses (found by bisecting a failed
+call) becomes a reject naming the record and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlserve.batch.chunks import Chunk, Reject, clip_text
+from mlserve.runtimes import Runtime
+from mlserve.types import Feature
+
+PREDICTION = "prediction"
+MODEL_VERSION = "model_version"
+ROW = "row"
+PROBA_PREFIX = "proba_"
+RESERVED_COLUMNS = (PREDICTION, MODEL_VERSION, ROW)
+"""Output columns a passthrough column may not shadow (nor may it start with ``proba_``)."""
+
+_TRUE = pa.array(["true", "t", "yes", "1", "1.0"])
+_FALSE = pa.array(["false", "f", "no", "0", "0.0"])
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringOptions:
+    """What every chunk of a job is scored with, besides the model."""
+
+    model_version: str
+    """Written in every output row, as ``name:version``."""
+    id_column: str | None = None
+    passthrough: tuple[str, ...] = ()
+    proba: bool = False
+
+    def input_columns(self, features: list[str]) -> tuple[str, ...]:
+        """The input columns a job reads: features, the id column, passthrough columns."""
+        wanted = [*features, *([self.id_column] if self.id_column else []), *self.passthrough]
+        return tuple(dict.fromkeys(wanted))
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """Input columns copied to the output: the id column, then passthrough columns."""
+        ids = (self.id_column,) if self.id_column else ()
+        return tuple(dict.fromkeys([*ids, *self.passthrough]))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """The output rows of a chunk (None when every record was rejected) and its rejects."""
+
+    table: pa.Table | None
+    rejects: tuple[Reject, ...]
+
+
+def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> ScoredChunk:
+    """Validate, predict and shape one chunk. Rejects come out in record order."""
+    rejects = list(chunk.bad)
+    features = runtime.signature.inputs
+    if chunk.texts is not None:
+        columns, rows, lines, parse_rejects = _parse_json_lines(chunk, options, features)
+        rejects.extend(parse_rejects)
+    else:
+        table = chunk.table if chunk.table is not None else pa.table({})
+        columns = {name: table.column(name) for name in table.column_names}
+        rows, lines = chunk.rows, chunk.lines
+    count = len(rows)
+    problems = _Problems(count)
+    values: dict[str, np.ndarray] = {}
+    for feature in features:
+        column = columns.get(feature.name, pa.nulls(count))
+        values[feature.name] = _convert(feature, column, problems)
+    accepted = problems.clean_positions()
+    frame = pd.DataFrame({name: array[accepted] for name, array in values.items()})
+    predictions, probabilities, failed = _predict(runtime, frame, options.proba)
+    for position, reason in failed.items():
+        problems.flag_one(int(accepted[position]), reason)
+    if failed:
+        accepted = np.delete(accepted, list(failed))
+    ids = _ids(columns, options.id_column, count)
+    for index, reason in problems.flagged():
+        rejects.append(
+            Reject(
+                row=int(rows[index]),
+                file=chunk.file,
+                line=int(lines[index]) if lines is not None else None,
+                reason=reason,
+                id=ids[index] if ids is not None else None,
+            )
+        )
+    rejects.sort(key=lambda r: r.row)
+    output = _output_table(
+        columns, rows, accepted, predictions, probabilities, runtime.classes, options
+    )
+    return ScoredChunk(output, tuple(rejects))
+
+
+class _Problems:
+    """Why each record of a chunk is rejected; the first reason found wins.
+
+    The per-record reasons are allocated only when some record has a problem, so a clean chunk
+    costs one boolean mask here.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._rejected = np.zeros(count, dtype=bool)
+        self._reasons: np.ndarray | None = None
+
+    def flag(self, mask: np.ndarray, reason: str) -> None:
+        """Give ``reason`` to every record in ``mask`` that has none yet."""
+        new = mask & ~self._rejected
+        if not new.any():
+            return
+        if self._reasons is None:
+            self._reasons = np.full(len(self._rejected), None, dtype=object)
+        self._reasons[new] = reason
+        self._rejected |= new
+
+    def flag_one(self, index: int, reason: str) -> None:
+        """Give ``reason`` to one record."""
+        mask = np.zeros(len(self._rejected), dtype=bool)
+        mask[index] = True
+        self.flag(mask, reason)
+
+    def clean_positions(self) -> np.ndarray:
+        """Positions of the records without a problem."""
+        return np.flatnonzero(~self._rejected)
+
+    def flagged(self) -> list[tuple[int, str]]:
+        """(position, reason) of every rejected record, in order."""
+        if self._reasons is None:
+            return []
+        return [(int(i), str(self._reasons[i])) for i in np.flatnonzero(self._rejected)]
+
+
+def _parse_json_lines(
+    chunk: Chunk, options: ScoringOptions, features: tuple[Feature, ...]
+) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray | None, list[Reject]]:
+    """Parse each line; features become strings (checked like CSV), carried columns keep types."""
+    texts = chunk.texts or ()
+    rejects: list[Reject] = []
+    records: list[dict[str, Any]] = []
+    keep: list[int] = []
+    for index, text in enumerate(texts):
+        reason = None
+        try:
+            record = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            reason = f"unparsable JSON: {exc}"
+        else:
+            if isinstance(record, dict):
+                records.append(record)
+                keep.append(index)
+                continue
+            reason = f"expected a JSON object, got {type(record).__name__}"
+        line = int(chunk.lines[index]) if chunk.lines is not None else None
+        raw = clip_text(text.decode("utf-8", errors="replace"))
+        rejects.append(Reject(int(chunk.rows[index]), chunk.file, line, reason, raw))
+    names = {f.name for f in features}
+    columns: dict[str, pa.Array] = {}
+    for name in dict.fromkeys([*(f.name for f in features), *options.carried]):
+        cells = [record.get(name) for record in records]
+        columns[name] = _as_text(cells) if name in names else _as_array(cells)
+    picked = np.asarray(keep, dtype=np.int64)
+    lines = chunk.lines[picked] if chunk.lines is not None else None
+    return columns, chunk.rows[picked], lines, rejects
+
+
+def _as_text(cells: list[Any]) -> pa.Array:
+    """JSON values as strings (null stays null), so one checker serves CSV and JSON."""
+    out: list[str | None] = []
+    for cell in cells:
+        if cell is None or isinstance(cell, str):
+            out.append(cell)
+        elif isinstance(cell, bool):
+            out.append("true" if cell else "false")
+        elif isinstance(cell, int | float):
+            out.append(repr(cell) if isinstance(cell, float) else str(cell))
+        else:
+            out.append(orjson.dumps(cell).decode())
+    return pa.array(out, type=pa.string())
+
+
+def _as_array(cells: list[Any]) -> pa.Array:
+    """Carried JSON values with their own type, or as strings when the lines disagree."""
+    try:
+        return pa.array(cells)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if c is None else str(c) for c in cells], type=pa.string())
+
+
+def _convert(
+    feature: Feature, column: pa.Array | pa.ChunkedArray, problems: _Problems
+) -> np.ndarray:
+    """Model-ready values of one feature; records that cannot give one are flagged."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if feature.kind == "categorical":
+        return _categorical(feature, column, problems)
+    if feature.kind == "boolean" and _is_text(column.type):
+        return _boolean(feature, column, problems)
+    return _numeric(feature, column, problems)
+
+
+def _numeric(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
+    """Numbers as float64 (NaN when missing); text must parse as a number."""
+    name, kind = feature.name, column.type
+    if pa.types.is_null(kind):
+        floats = np.full(len(column), np.nan)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        floats = _to_numpy(pc.cast(column, pa.float64()))
+    elif pa.types.is_decimal(kind):
+        floats = _to_numpy(pc.cast(column, pa.float64(), safe=False))
+    elif _is_text(kind):
+        try:
+            floats = _to_numpy(pc.cast(column, pa.float64()))
+        except pa.ArrowInvalid:  # some cell is not a number: find which, record by record
+            text = column.to_pandas()
+            parsed = pd.to_numeric(text.str.strip(), errors="coerce")
+            floats = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+            for index in np.flatnonzero(np.isnan(floats) & text.notna().to_numpy()):
+                shown = str(text.iloc[index])[:60]
+                problems.flag_one(int(index), f"feature {name!r} is not a number: {shown!r}")
+    else:
+        problems.flag(
+            np.ones(len(column), dtype=bool), f"feature {name!r} has unsupported type {kind}"
+        )
+        return np.full(len(column), np.nan)
+    _flag_missing(feature, np.isnan(floats), problems)
+    problems.flag(np.isinf(floats), f"feature {name!r} is not finite")
+    return floats
+
+
+def _boolean(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
+    """Booleans written as text (true/false, yes/no, 1/0) as 1.0/0.0, NaN when missing."""
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    is_true = _to_numpy(pc.is_in(lowered, value_set=_TRUE)).astype(bool)
+    is_false = _to_numpy(pc.is_in(lowered, value_set=_FALSE)).astype(bool)
+    missing = _to_numpy(column.is_null()).astype(bool)
+    problems.flag(~missing & ~is_true & ~is_false, f"feature {feature.name!r} is not a boolean")
+    _flag_missing(feature, missing, problems)
+    return np.where(is_true, 1.0, np.where(is_false, 0.0, np.nan))
+
+
+def _categorical(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
+    """Categories as Python strings (None when missing), as training stored them."""
+    try:
+        text = column if _is_text(column.type) else pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        problems.flag(
+            np.ones(len(column), dtype=bool),
+            f"feature {feature.name!r} has unsupported type {column.type}",
+        )
+        return np.full(len(column), None, dtype=object)
+    _flag_missing(feature, _to_numpy(text.is_null()).astype(bool), problems)
+    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _flag_missing(feature: Feature, missing: np.ndarray, problems: _Problems) -> None:
+    """A missing value is fine where training had missing values, a reject elsewhere."""
+    if not feature.nullable:
+        problems.flag(missing, f"feature {feature.name!r} is missing")
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _to_numpy(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _predict(
+    runtime: Runtime, frame: pd.DataFrame, proba: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str]]:
+    """Predictions for every row the model accepts, and why it refused the others.
+
+    A failed call is split in halves until the rows at fault are alone, so one bad row costs
+    about 2 * log2(rows) extra calls instead of failing its whole chunk.
+    """
+    if frame.empty:
+        return None, None, {}
+    failed: dict[int, str] = {}
+    parts = _bisect(runtime, frame, proba, 0, len(frame), failed)
+    if not parts:
+        return None, None, failed
+    predictions = np.concatenate([p for p, _ in parts])
+    probabilities = np.concatenate([q for _, q in parts if q is not None]) if proba else None
+    return predictions, probabilities, failed
+
+
+def _bisect(
+    runtime: Runtime,
+    frame: pd.DataFrame,
+    proba: bool,
+    start: int,
+    stop: int,
+    failed: dict[int, str],
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Results of rows ``start:stop`` in order, in as few calls as the bad rows allow."""
+    part = frame.iloc[start:stop]
+    try:
+        predicted = np.asarray(runtime.predict(part))
+        probabilities = np.asarray(runtime.predict_proba(part)) if proba else None
+        if len(predicted) != stop - start:
+            raise ValueError(f"model returned {len(predicted)} predictions for {stop - start} rows")
+    except Exception as exc:  # the job-runner edge: model code may raise anything on a bad row
+        if stop - start == 1:
+            message = str(exc).strip().splitlines()
+            failed[start] = f"model error: {type(exc).__name__}: {message[0] if message else ''}"
+            return []
+        middle = (start + stop) // 2
+        return [
+            *_bisect(runtime, frame, proba, start, middle, failed),
+            *_bisect(runtime, frame, proba, middle, stop, failed),
+        ]
+    return [(predicted, probabilities)]
+
+
+def _ids(columns: dict[str, Any], id_column: str | None, count: int) -> list[Any] | None:
+    if id_column is None:
+        return None
+    column = columns.get(id_column)
+    return [None] * count if column is None else list(column.to_pylist())
+
+
+def _output_table(
+    columns: dict[str, Any],
+    rows: np.ndarray,
+    accepted: np.ndarray,
+    predictions: np.ndarray | None,
+    probabilities: np.ndarray | None,
+    classes: list[object],
+    options: ScoringOptions,
+) -> pa.Table | None:
+    """Carried columns (or ``row``), ``prediction``, ``proba_<class>``…, ``model_version``."""
+    if predictions is None or not len(accepted):
+        return None
+    take = pa.array(accepted)
+    out: dict[str, pa.Array] = {}
+    if options.id_column is None:
+        out[ROW] = pa.array(rows[accepted], type=pa.int64())
+    for name in options.carried:
+        column = columns.get(name)
+        out[name] = pa.nulls(len(accepted)) if column is None else column.take(take)
+    out[PREDICTION] = pa.array(_plain(predictions))
+    if probabilities is not None:
+        for index, label in enumerate(classes):
+            out[f"{PROBA_PREFIX}{label}"] = pa.array(probabilities[:, index], type=pa.float64())
+    out[MODEL_VERSION] = pa.array([options.model_version] * len(accepted), type=pa.string())
+    return pa.table(out)
+
+
+def _plain(predictions: np.ndarray) -> np.ndarray | list[Any]:
+    """Predictions pyarrow can convert: object arrays become lists of Python scalars."""
+    if predictions.dtype == object:
+        return [p.item() if isinstance(p, np.generic) else p for p in predictions]
+    return predictions

@@ -1,0 +1,144 @@
+"""What runs where chunks are scored: a per-process model cache and the chunk task.
+
+Both engines load the model once per worker process and keep it here, keyed by its sha256:
+the local engine from the version folder (in the pool's initializer), the Dask engine from a
+``ModelPackage`` that was broadcast to every worker once. A chunk task then scores its chunk
+and writes the chunk's files itself, so results never travel back through the coordinator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from mlserve.batch.checkpoint import ChunkReport, JobState
+from mlserve.batch.chunks import Chunk
+from mlserve.batch.scoring import ScoringOptions, score_chunk
+from mlserve.batch.writers import write_chunk
+from mlserve.errors import InvalidInput, MlserveError
+from mlserve.runtimes import Runtime, load_runtime
+from mlserve.types import MANIFEST_FILE, read_manifest
+
+# Per-process state by necessity: a worker process outlives every task that uses its model.
+_RUNTIMES: dict[str, tuple[Runtime, str]] = {}
+_LOCK = threading.Lock()
+_LOAD_NUMBERS = itertools.count(1)
+_LOAD_ERRORS: dict[str, MlserveError] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPackage:
+    """A version folder's files as bytes, for workers that cannot read the client's disk."""
+
+    sha256: str
+    files: dict[str, bytes]
+
+    @classmethod
+    def from_folder(cls, folder: Path, sha256: str) -> ModelPackage:
+        """The model file and manifest of a verified version folder."""
+        manifest = read_manifest(folder)
+        names = (manifest.model_file, MANIFEST_FILE)
+        return cls(sha256, {name: (folder / name).read_bytes() for name in names})
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    """One chunk to score, and where its files go."""
+
+    chunk: Chunk
+    state_root: Path
+    options: ScoringOptions
+    model_sha256: str
+
+
+def load_model(folder: Path, sha256: str, safe: bool) -> None:
+    """Load the model into this process's cache unless it is there (a pool initializer)."""
+    with _LOCK:
+        if sha256 not in _RUNTIMES:
+            runtime = load_runtime(folder, expected_sha256=sha256, safe=safe)
+            _RUNTIMES[sha256] = (runtime, _load_id())
+
+
+def start_pool_worker(folder: Path, sha256: str, safe: bool, lifeline: Connection) -> None:
+    """Initializer of a local pool worker: exit with the coordinator, then load the model.
+
+    ``lifeline`` is the read end of a pipe only the coordinator writes to; it reads EOF when
+    the coordinator dies, however it dies.
+    """
+    threading.Thread(
+        target=_exit_with_coordinator, args=(lifeline,), name="lifeline", daemon=True
+    ).start()
+    try:
+        load_model(folder, sha256, safe)
+    except MlserveError as exc:  # the coordinator loads it too and reports why; chunks re-raise
+        _LOAD_ERRORS[sha256] = exc
+
+
+def _exit_with_coordinator(lifeline: Connection) -> None:
+    """End this process once the coordinator is gone.
+
+    A pool worker whose coordinator was killed (SIGKILL, OOM) would otherwise wait for work
+    forever: it cannot tell, and the forkserver it came from waits for it. Leaving mid-chunk is
+    safe: files are committed by rename, and an unfinished chunk is redone on resume.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            lifeline.recv_bytes()
+    os._exit(1)
+
+
+def cached_runtime(sha256: str) -> Runtime:
+    """The runtime this process loaded for ``sha256``; raises KeyError when it has none."""
+    return _RUNTIMES[sha256][0]
+
+
+def load_package(package: ModelPackage, safe: bool) -> None:
+    """Load a broadcast model into this process's cache unless it is there."""
+    with _LOCK:
+        if package.sha256 in _RUNTIMES:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="mlserve-model-"))
+        try:
+            for name, data in package.files.items():
+                (folder / name).write_bytes(data)
+            runtime = load_runtime(folder, expected_sha256=package.sha256, safe=safe)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        _RUNTIMES[package.sha256] = (runtime, _load_id())
+
+
+def run_chunk(task: ChunkTask) -> ChunkReport:
+    """Score a chunk with the cached model and write its part, rejects and done-marker."""
+    if task.model_sha256 in _LOAD_ERRORS:
+        raise _LOAD_ERRORS[task.model_sha256]
+    runtime, loaded_by = _RUNTIMES[task.model_sha256]
+    if task.options.proba and not runtime.has_proba:
+        raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
+    scored = score_chunk(task.chunk, runtime, task.options)
+    return write_chunk(
+        JobState(task.state_root),
+        task.chunk.seq,
+        scored,
+        records=task.chunk.records,
+        loaded_by=loaded_by,
+        with_id=task.options.id_column is not None,
+    )
+
+
+def run_packaged_chunk(task: ChunkTask, package: ModelPackage, safe: bool) -> ChunkReport:
+    """The Dask task: make sure the broadcast model is loaded here, then run the chunk."""
+    load_package(package, safe)
+    return run_chunk(task)
+
+
+def _load_id() -> str:
+    """Names one model load: host, process and a counter, so a job can count its loads."""
+    return f"{socket.gethostname()}:{os.getpid()}:{next(_LOAD_NUMBERS)}"

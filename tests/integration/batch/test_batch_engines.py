@@ -1,0 +1,106 @@
+"""The local engine (inline or a process pool) and the Dask engine write identical outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from batch_harness import BatchProject, input_frame
+from distributed import LocalCluster
+
+from mlserve.batch import JobSpec, JobSummary, PinnedModel, Progress, pin_model, run
+
+
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """A two-worker LocalCluster in this process (threads, not processes: starts in a second).
+
+    In-process workers talk over ``inproc://``, so no port is opened.
+    """
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def mixed_input(project: BatchProject) -> Path:
+    """A folder with a CSV, a JSON Lines and a Parquet file, each with a few bad rows."""
+    folder = project.root / "in"
+    folder.mkdir()
+    frame = input_frame(1500, bad_every=101)
+    frame.iloc[:500].to_csv(folder / "a.csv", index=False)
+    frame.iloc[500:1000].to_json(folder / "b.jsonl", orient="records", lines=True)
+    frame.iloc[1000:].astype({"f1": str}).to_parquet(folder / "c.parquet", row_group_size=128)
+    return folder
+
+
+@pytest.fixture
+def churn(project: BatchProject) -> PinnedModel:
+    """churn:1, pinned for fresh jobs."""
+    store = project.store()
+    try:
+        return pin_model(store, "churn:1", project.root / "any.parquet")
+    finally:
+        store.close()
+
+
+def score(
+    source: Path,
+    output: Path,
+    model: PinnedModel,
+    progress: Callable[[Progress], None] | None = None,
+    **options: object,
+) -> JobSummary:
+    """Run a job in chunks of 70 rows with probabilities; ``options`` override JobSpec fields."""
+    spec = JobSpec(str(source), output, chunk_rows=70, id_column="id", proba=True, **options)
+    return run(spec, model, progress=progress)
+
+
+def outputs(output: Path) -> tuple[pd.DataFrame, str]:
+    """The output rows and the rejects file's text."""
+    return pd.read_parquet(output), output.with_name(output.stem + ".rejects.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_every_engine_writes_the_same_rows_and_rejects(
+    project: BatchProject, mixed_input: Path, churn: PinnedModel, dask_address: str
+) -> None:
+    root = project.root
+    inline = score(mixed_input, root / "inline.parquet", churn, workers=1)
+    pool = score(mixed_input, root / "pool.parquet", churn, workers=2)
+    dask = score(mixed_input, root / "dask.parquet", churn, engine="dask", address=dask_address)
+    assert (inline.rows_read, inline.rows_rejected) == (1500, 14)
+    assert (pool.model_loads, dask.engine, dask.workers) == (2, "dask", 2)
+    rows, rejects = outputs(root / "inline.parquet")
+    assert len(rows) == 1486
+    assert rejects.count("\n") == 14
+    for name in ("pool.parquet", "dask.parquet"):
+        other_rows, other_rejects = outputs(root / name)
+        assert other_rows.equals(rows), name
+        assert other_rejects == rejects, name
+
+
+@pytest.mark.slow
+def test_a_job_started_locally_can_resume_on_dask(
+    project: BatchProject, mixed_input: Path, churn: PinnedModel, dask_address: str
+) -> None:
+    root = project.root
+    score(mixed_input, root / "clean.parquet", churn, workers=1)
+    done: list[Progress] = []
+
+    def interrupt_after_five(progress: Progress) -> None:
+        done.append(progress)
+        if len(done) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score(mixed_input, root / "out.parquet", churn, interrupt_after_five, workers=1)
+    resumed = score(mixed_input, root / "out.parquet", churn, engine="dask", address=dask_address)
+    assert resumed.chunks_resumed == 5
+    resumed_rows, resumed_rejects = outputs(root / "out.parquet")
+    clean_rows, clean_rejects = outputs(root / "clean.parquet")
+    assert resumed_rows.equals(clean_rows)
+    assert resumed_rejects == clean_rejects
