@@ -114,12 +114,7 @@ class ModelManager:
 
     def get(self, name: str, version: str | None = None) -> LoadedModel:
         """The model to answer with; raises ModelNotFound, VersionNotFound or NotReady."""
-        versions = self._models.get(name)
-        if versions is None:
-            raise ModelNotFound(name)
-        model = versions.get(version or self._default[name])
-        if model is None:
-            raise VersionNotFound(name, version or "")
+        model = self.lookup(name, version)
         if not model.is_ready:
             reason = f": {model.reason}" if model.reason else ""
             raise NotReady(f"model {name!r} is {model.state}{reason}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import (
     CHURN,
     IRIS,
+    MLSERVE,
     PRICE,
     LiveServer,
     ServingProject,
@@ -366,3 +369,25 @@ def test_docs_render(live_server: LiveServer) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger" in response.text.lower()
+
+
+def test_status_command_reports_the_failed_model_and_why(
+    failed_model_server: LiveServer, tampered_project: Path
+) -> None:
+    """`mlserve status` reads the live server: the failed model is not ready, with the reason."""
+    result = subprocess.run(
+        [MLSERVE, "status", "--server", failed_model_server.url],
+        cwd=tampered_project,
+        env={**os.environ, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "not ready" in lines["tampered"]
+    assert "integrity" in lines["tampered"]
+    assert "ready" in lines["good"]
+    assert "not ready" not in lines["good"]
+    assert f"{failed_model_server.url} not ready" in result.stdout
