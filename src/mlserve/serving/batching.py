@@ -174,7 +174,11 @@ class MicroBatcher:
                 self._queue.popleft()
                 self._queued_rows -= head.rows
                 if not head.future.done():
-                    head.future.set_exception(DeadlineExceeded("the request expired while queued"))
+                    head.future.set_exception(
+                        DeadlineExceeded(
+                            f"the request waited {self._config.timeout_s:g} s without being answered"
+                        )
+                    )
                     head.future.exception()  # mark retrieved: the waiter has already gone
                 continue
             if group and (
