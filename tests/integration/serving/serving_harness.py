@@ -319,3 +319,24 @@ def binary_request(
         "content-type": "application/octet-stream",
     }
     return header + b"".join(chunks), headers
+
+
+WORKERS_READY_TIMEOUT_S = 90.0
+
+
+def wait_for_every_worker(server: LiveServer) -> None:
+    """Each fresh connection may reach either worker: wait for many ready answers in a row."""
+    deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
+    in_a_row = 0
+    while in_a_row < 20:
+        assert server.process.poll() is None, server.stderr()[-3000:]
+        assert time.monotonic() < deadline, server.stderr()[-3000:]
+        try:
+            response = httpx.get(
+                f"{server.url}/v2/health/ready", headers={"connection": "close"}, timeout=5
+            )
+            in_a_row = in_a_row + 1 if response.status_code == 200 else 0
+        except httpx.TransportError:
+            in_a_row = 0
+        if not in_a_row:
+            time.sleep(0.05)

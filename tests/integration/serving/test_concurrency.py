@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from serving_harness import (
     running_server,
     v2_matrix_request,
     v2_tensor,
+    wait_for_every_worker,
 )
 
 CONCURRENT_REQUESTS = 200
@@ -112,20 +112,7 @@ def test_several_worker_processes_share_one_port(
     with running_server(
         serving_project.root, IRIS, PRICE, CHURN, "--workers", "2", log_dir=tmp_path, wait="none"
     ) as server:
-        # Each connection may reach either worker: wait until many fresh ones in a row say ready.
-        deadline = time.monotonic() + 90
-        in_a_row = 0
-        while in_a_row < 20:
-            assert time.monotonic() < deadline, server.stderr()[-3000:]
-            try:
-                response = httpx.get(
-                    f"{server.url}/v2/health/ready", headers={"connection": "close"}, timeout=5
-                )
-                in_a_row = in_a_row + 1 if response.status_code == 200 else 0
-            except httpx.TransportError:
-                in_a_row = 0
-            if not in_a_row:
-                time.sleep(0.05)
+        wait_for_every_worker(server)
         requests = [build_request(i, serving_project, churn_rows) for i in range(40)]
         check_answers(requests, asyncio.run(fire(server.url, requests)))
         families = text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)

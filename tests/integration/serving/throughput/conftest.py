@@ -7,10 +7,8 @@ in a registry of its own; the fitted object kept here gives the unbatched answer
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
-import httpx
 import numpy as np
 import pytest
 from serving_harness import (
@@ -20,6 +18,7 @@ from serving_harness import (
     LiveServer,
     ServingProject,
     running_server,
+    wait_for_every_worker,
 )
 from sklearn.ensemble import RandomForestRegressor
 from throughput_harness import (
@@ -37,8 +36,6 @@ from mlserve.monitoring import describe_features
 from mlserve.registry import NewVersion, RegistryStore
 from mlserve.runtimes import dump_sklearn
 from mlserve.types import Signature
-
-WORKERS_READY_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="session")
@@ -134,24 +131,6 @@ def two_worker_server(
     ) as server:
         wait_for_every_worker(server)
         yield server
-
-
-def wait_for_every_worker(server: LiveServer) -> None:
-    """Each fresh connection may reach either worker: wait for many ready answers in a row."""
-    deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
-    in_a_row = 0
-    while in_a_row < 20:
-        assert server.process.poll() is None, server.stderr()[-3000:]
-        assert time.monotonic() < deadline, server.stderr()[-3000:]
-        try:
-            response = httpx.get(
-                f"{server.url}/v2/health/ready", headers={"connection": "close"}, timeout=5
-            )
-            in_a_row = in_a_row + 1 if response.status_code == 200 else 0
-        except httpx.TransportError:
-            in_a_row = 0
-        if not in_a_row:
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
