@@ -36,6 +36,8 @@ class ModelOptions(BaseModel):
     """Memory budget of this model's cache (least recently used entries go first)."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override of the server-wide max_batch_size."""
+    max_batch_rows: int | None = Field(default=None, ge=1)
+    """Override of the server-wide max_batch_rows."""
     max_batch_wait_ms: float | None = Field(default=None, ge=0)
     """Override of the server-wide max_batch_wait_ms."""
 
@@ -73,7 +75,10 @@ class Settings(BaseSettings):
     inference_workers: int = Field(default=4, ge=1)
     """Threads that run model code in each server process."""
     max_batch_size: int = Field(default=64, ge=1)
-    """Most rows the micro-batcher stacks into one predict call."""
+    """Rows a batch waits (at most max_batch_wait_ms) to collect before its predict call."""
+    max_batch_rows: int = Field(default=1024, ge=1)
+    """Most rows stacked into one predict call from requests already queued; requests larger
+    than max_batch_size still share calls up to this many rows."""
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the micro-batcher holds a request while waiting for company."""
     inline_predict_max_ms: float = Field(default=0.5, ge=0)
@@ -101,12 +106,41 @@ class Settings(BaseSettings):
     access_log: bool = True
     """Log one JSON line per request (method, path, status, latency, model, version)."""
 
+    prediction_log: bool = True
+    """Keep a durable log of predictions (inputs, outputs, latency) for drift and feedback."""
+    prediction_log_url: str | None = None
+    """Prediction log database; any SQLAlchemy URL. Default: a SQLite file (WAL) in `home`."""
+    prediction_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of requests whose predictions are logged (1 = every one)."""
+    prediction_log_queue_size: int = Field(default=20_000, ge=1)
+    """Most prediction records waiting to be written; the queue depth is a metric."""
+    prediction_log_when_full: Literal["block", "drop"] = "block"
+    """A full queue holds requests back until the writer catches up (`block`), or drops the
+    records and counts them in mlserve_prediction_log_dropped_total (`drop`)."""
+    prediction_log_batch_size: int = Field(default=1000, ge=1)
+    """Most records the writer puts into one database transaction."""
+    prediction_log_redact: list[str] = Field(default_factory=list)
+    """Features never written to the prediction log (JSON list, e.g. ["email","ssn"])."""
+    prediction_log_retention_days: float = Field(default=30.0, gt=0)
+    """Records older than this are pruned."""
+
+    drift_interval_s: float = Field(default=60.0, ge=0)
+    """How often the server compares recent inputs with each version's reference (0 = never)."""
+    drift_window_s: float = Field(default=3600.0, gt=0)
+    """How far back the drift check looks."""
+    drift_alpha: float = Field(default=0.05, gt=0, lt=1)
+    """Significance level of the drift tests, after correcting for testing many features."""
+    drift_min_rows: int = Field(default=100, ge=1)
+    """Fewest logged rows in the window before drift is judged."""
+    feedback_window_s: float = Field(default=86_400.0, gt=0)
+    """Window of labelled predictions behind online accuracy, F1 and MAE."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""
     log_format: Literal["json", "text"] = "json"
     """JSON lines for machines or plain text for people."""
 
-    @field_validator("database_url", "artifact_root")
+    @field_validator("database_url", "artifact_root", "prediction_log_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -129,6 +163,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The registry URL, defaulting to a SQLite file under `home`."""
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def resolved_prediction_log_url(self) -> str:
+        """The prediction log URL, defaulting to a SQLite file under `home`."""
+        return self.prediction_log_url or f"sqlite:///{self.home / 'predictions.db'}"
 
     @property
     def resolved_artifact_root(self) -> str:

@@ -130,3 +130,121 @@ class ServingMetrics:
                 registry=registry,
             ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringMetrics:
+    """Instruments of the prediction log, feedback and drift detection.
+
+    Gauges computed from the shared database (online accuracy, drift) hold the same value in
+    every worker process, so multiprocess mode keeps the most recent one rather than a sum.
+    """
+
+    log_queue_depth: Gauge
+    log_written: Counter
+    log_dropped: Counter
+    feedback: Counter
+    feedback_unknown: Counter
+    online_accuracy: Gauge
+    online_f1: Gauge
+    online_mae: Gauge
+    online_labelled_rows: Gauge
+    drift_statistic: Gauge
+    drift_p_value: Gauge
+    drift_detected: Gauge
+    drift_share: Gauge
+    drift_window_rows: Gauge
+    drift_last_run: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> MonitoringMetrics:
+        """Register the instruments on ``registry``."""
+        version = ("model", "version")
+        feature = ("model", "version", "feature")
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode="mostrecent")
+
+        return cls(
+            log_queue_depth=Gauge(
+                "mlserve_prediction_log_queue_depth",
+                "Prediction records waiting to be written to the prediction log.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            log_written=Counter(
+                "mlserve_prediction_log_written",
+                "Prediction records written to the prediction log.",
+                version,
+                registry=registry,
+            ),
+            log_dropped=Counter(
+                "mlserve_prediction_log_dropped",
+                "Prediction records dropped because the log queue was full (when_full=drop).",
+                version,
+                registry=registry,
+            ),
+            feedback=Counter(
+                "mlserve_feedback",
+                "Ground-truth labels received and joined to logged predictions.",
+                version,
+                registry=registry,
+            ),
+            feedback_unknown=Counter(
+                "mlserve_feedback_unknown",
+                "Feedback whose request id matched no logged prediction.",
+                ("model",),
+                registry=registry,
+            ),
+            online_accuracy=gauge(
+                "mlserve_online_accuracy",
+                "Accuracy of labelled predictions in the feedback window (classifiers).",
+                version,
+            ),
+            online_f1=gauge(
+                "mlserve_online_f1",
+                "Macro F1 of labelled predictions in the feedback window (classifiers).",
+                version,
+            ),
+            online_mae=gauge(
+                "mlserve_online_mae",
+                "Mean absolute error of labelled predictions in the feedback window (regressors).",
+                version,
+            ),
+            online_labelled_rows=gauge(
+                "mlserve_online_labelled_rows",
+                "Labelled predictions in the feedback window.",
+                version,
+            ),
+            drift_statistic=gauge(
+                "mlserve_drift_statistic",
+                "Drift test statistic per feature (KS D, or PSI for categorical features); "
+                "feature '__prediction__' is the prediction distribution.",
+                feature,
+            ),
+            drift_p_value=gauge(
+                "mlserve_drift_p_value",
+                "Drift test p-value per feature, corrected for testing many features.",
+                feature,
+            ),
+            drift_detected=gauge(
+                "mlserve_drift_detected",
+                "1 when the feature drifted at the configured alpha, else 0.",
+                feature,
+            ),
+            drift_share=gauge(
+                "mlserve_drift_share",
+                "Share of the model's features that drifted.",
+                version,
+            ),
+            drift_window_rows=gauge(
+                "mlserve_drift_window_rows",
+                "Logged rows the last drift check compared with the reference.",
+                version,
+            ),
+            drift_last_run=gauge(
+                "mlserve_drift_last_run_timestamp_seconds",
+                "Unix time of the last drift check.",
+                version,
+            ),
+        )

@@ -101,6 +101,7 @@ def create_app(
         options = settings.options_for(model.name)
         batching = BatchingConfig(
             max_batch_size=options.max_batch_size or settings.max_batch_size,
+            max_batch_rows=options.max_batch_rows or settings.max_batch_rows,
             max_wait_ms=(
                 settings.max_batch_wait_ms
                 if options.max_batch_wait_ms is None

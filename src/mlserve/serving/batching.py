@@ -2,7 +2,10 @@
 
 Batching costs nothing at low load: when no predict is running, a lone request runs at once.
 Requests that arrive while one runs form the next batch, which waits at most ``max_wait_ms``
-(counted from its oldest request) only to fill up. The queue is bounded: when full, a request
+(counted from its oldest request) only until ``max_batch_size`` rows are queued. Whatever is
+queued when a batch starts is stacked up to ``max_batch_rows``: waiting is what costs latency,
+stacking rows that are already here costs nothing, and requests of many rows (larger than
+``max_batch_size`` on their own) still share predict calls. The queue is bounded: when full, a request
 is refused at once (503 with Retry-After) rather than timing out later; a request whose
 deadline passes while queued is dropped without being computed (504).
 """
@@ -34,7 +37,11 @@ class BatchingConfig:
     """Limits of one model's batcher."""
 
     max_batch_size: int = 64
+    """Rows a batch waits (at most max_wait_ms) to collect."""
     max_wait_ms: float = 2.0
+    max_batch_rows: int = 1024
+    """Most rows stacked into one predict call from requests already queued (at least
+    max_batch_size; a single larger request still runs, on its own)."""
     max_queue_rows: int = 4096
     timeout_s: float = 30.0
 
@@ -164,9 +171,10 @@ class MicroBatcher:
                 return
 
     def _take(self) -> list[_Pending]:
-        """The next batch: FIFO, same input kind, at most max_batch_size rows (or one request)."""
+        """The next batch: FIFO, same input kind, at most max_batch_rows rows (or one request)."""
         group: list[_Pending] = []
         rows = 0
+        cap = max(self._config.max_batch_rows, self._config.max_batch_size)
         now = time.monotonic()
         while self._queue:
             head = self._queue[0]
@@ -181,9 +189,7 @@ class MicroBatcher:
                     )
                     head.future.exception()  # mark retrieved: the waiter has already gone
                 continue
-            if group and (
-                head.kind != group[0].kind or rows + head.rows > self._config.max_batch_size
-            ):
+            if group and (head.kind != group[0].kind or rows + head.rows > cap):
                 break
             self._queue.popleft()
             self._queued_rows -= head.rows

@@ -171,12 +171,15 @@ async def run_concurrently(
 @given(
     specs=st.lists(request_specs, min_size=1, max_size=25),
     max_batch_size=st.integers(1, 48),
+    max_batch_rows=st.integers(1, 96),
     max_wait_ms=st.sampled_from([0.0, 1.0]),
 )
 def test_batched_answers_equal_unbatched_ones_in_fifo_order(
-    specs: list[RequestSpec], max_batch_size: int, max_wait_ms: float
+    specs: list[RequestSpec], max_batch_size: int, max_batch_rows: int, max_wait_ms: float
 ) -> None:
-    config = BatchingConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    config = BatchingConfig(
+        max_batch_size=max_batch_size, max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms
+    )
     model, arrivals, answers = run(run_concurrently(specs, config))
 
     for index, (spec, answer) in enumerate(zip(specs, answers, strict=True)):
@@ -191,7 +194,8 @@ def test_batched_answers_equal_unbatched_ones_in_fifo_order(
     )
     assert [r for call in model.calls for r in call.requests] == arrivals
     for call in model.calls:
-        assert len(call.row_ids) <= max_batch_size or len(call.requests) == 1
+        cap = max(max_batch_size, max_batch_rows)
+        assert len(call.row_ids) <= cap or len(call.requests) == 1
         wanted = {name for r in call.requests for name in specs[r].outputs}
         assert set(call.outputs) == wanted
 
@@ -213,10 +217,11 @@ def test_requests_with_different_input_shapes_are_not_stacked() -> None:
     assert [call.requests for call in model.calls] == [[0], [1, 2], [3]]
 
 
-def test_max_batch_size_splits_batches_but_never_a_request() -> None:
+def test_max_batch_rows_splits_batches_but_never_a_request() -> None:
     async def scenario() -> FakeModel:
         model = FakeModel()
-        batcher = MicroBatcher(model, BatchingConfig(max_batch_size=7, max_wait_ms=0))
+        config = BatchingConfig(max_batch_size=7, max_batch_rows=7, max_wait_ms=0)
+        batcher = MicroBatcher(model, config)
         sizes = [3, 3, 3, 12, 2, 5]
         await asyncio.gather(
             *(batcher.predict(request_rows(i, n), (PREDICT,)) for i, n in enumerate(sizes))
@@ -226,6 +231,28 @@ def test_max_batch_size_splits_batches_but_never_a_request() -> None:
 
     model = run(scenario())
     assert [call.requests for call in model.calls] == [[0, 1], [2], [3], [4, 5]]
+
+
+def test_requests_larger_than_max_batch_size_share_calls_up_to_max_batch_rows() -> None:
+    async def scenario() -> FakeModel:
+        model = FakeModel(gate=asyncio.Event())
+        config = BatchingConfig(max_batch_size=4, max_batch_rows=25, max_wait_ms=10_000)
+        batcher = MicroBatcher(model, config)
+        first = asyncio.ensure_future(batcher.predict(request_rows(0, 10), (PREDICT,)))
+        await model.started.wait()
+        # queued while the first computes: each alone exceeds max_batch_size
+        rest = [
+            asyncio.ensure_future(batcher.predict(request_rows(i, 10), (PREDICT,)))
+            for i in (1, 2, 3, 4)
+        ]
+        assert model.gate is not None
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), PROMPTLY_S)
+        await batcher.close()
+        return model
+
+    model = run(scenario())
+    assert [call.requests for call in model.calls] == [[0], [1, 2], [3, 4]]
 
 
 # -- no waiting at low load ----------------------------------------------------------------------
