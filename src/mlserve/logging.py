@@ -23,12 +23,15 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object: timestamp, level, message, context, extra fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         """Return the record as a JSON line."""
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "timestamp": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -40,12 +43,24 @@ class JsonFormatter(logging.Formatter):
         version = version_var.get()
         if version is not None:
             entry["version"] = version
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD:  # a set difference in C: every access log pays it
+            if not key.startswith("_"):
+                entry[key] = fields[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC with milliseconds; the part up to the second is formatted once."""
+        second = int(created)
+        micros = round((created - second) * 1_000_000)  # rounded as datetime.fromtimestamp does
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{micros // 1000:03d}+00:00"
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -55,6 +70,13 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The logging HOWTO's optimizations: no record carries the caller's file and line, thread,
+    # or process, and our formats print none of them; finding the caller walks the stack on
+    # every call, which on the access log is half the cost of a line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

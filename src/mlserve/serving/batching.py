@@ -126,19 +126,25 @@ class MicroBatcher:
         self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain(), name="micro-batcher")
+        # One timer per request (not wait_for + shield: three futures and a task fewer). If
+        # the caller goes away, awaiting the future directly cancels it, so it is dropped from
+        # the queue instead of computed for nobody.
+        timer = loop.call_later(self._config.timeout_s, self._expire, pending)
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(pending.future), max(0.0, pending.deadline - time.monotonic())
-            )
-        except TimeoutError:
-            if pending.started:
-                # Its predict call is running: answering 504 now would waste the computation.
-                return await pending.future
-            pending.future.cancel()  # drops it from the queue: never computed for nobody
-            self.stats.expired += 1
-            raise DeadlineExceeded(
+            return await pending.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, pending: _Pending) -> None:
+        """The deadline passed: fail the request unless its predict call already started."""
+        if pending.started or pending.future.done():
+            return  # a started call is waited for: answering 504 now would waste it
+        self.stats.expired += 1
+        pending.future.set_exception(
+            DeadlineExceeded(
                 f"the request waited {self._config.timeout_s:g} s without being answered"
-            ) from None
+            )
+        )
 
     async def close(self) -> None:
         """Stop the worker task (pending requests are failed by their deadlines)."""
@@ -181,13 +187,7 @@ class MicroBatcher:
             if head.future.done() or head.deadline <= now:
                 self._queue.popleft()
                 self._queued_rows -= head.rows
-                if not head.future.done():
-                    head.future.set_exception(
-                        DeadlineExceeded(
-                            f"the request waited {self._config.timeout_s:g} s without being answered"
-                        )
-                    )
-                    head.future.exception()  # mark retrieved: the waiter has already gone
+                self._expire(head)  # its timer may not have fired yet
                 continue
             if group and (head.kind != group[0].kind or rows + head.rows > cap):
                 break

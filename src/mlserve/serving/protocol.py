@@ -264,12 +264,24 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np
 
 def datatype_of(array: np.ndarray) -> str:
     """The protocol datatype for a numpy array (BYTES for strings and objects)."""
-    kind = array.dtype.kind
+    datatype = _DATATYPES.get(array.dtype)
+    if datatype is None:
+        datatype = _datatype_of_dtype(array.dtype)
+        _DATATYPES[array.dtype] = datatype
+    return datatype
+
+
+_DATATYPES: dict[np.dtype[Any], str] = {}
+"""datatype_of's answers by dtype: a handful of dtypes, looked up on every response."""
+
+
+def _datatype_of_dtype(dtype: np.dtype[Any]) -> str:
+    kind = dtype.kind
     if kind == "b":
         return "BOOL"
     if kind in "iuf":
-        for name, dtype in NUMPY_TYPES.items():
-            if name != "BYTES" and dtype == array.dtype.newbyteorder("<"):
+        for name, candidate in NUMPY_TYPES.items():
+            if name != "BYTES" and candidate == dtype.newbyteorder("<"):
                 return name
         return "FP64"
     return "BYTES"

@@ -7,7 +7,7 @@ names the feature at fault.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,16 +32,15 @@ class TabularSchema:
     signature: Signature
     nan_policy: NanPolicy
     input_name: str = DEFAULT_INPUT
+    names: list[str] = field(init=False)
+    """Feature names in signature order."""
+    all_numeric: bool = field(init=False)
+    """True when a numeric 2-D tensor can carry every feature."""
 
-    @property
-    def names(self) -> list[str]:
-        """Feature names in signature order."""
-        return self.signature.feature_names
-
-    @property
-    def all_numeric(self) -> bool:
-        """True when a numeric 2-D tensor can carry every feature."""
-        return self.signature.is_all_numeric
+    def __post_init__(self) -> None:
+        # Looked up on every request: computed once here, not per call.
+        object.__setattr__(self, "names", self.signature.feature_names)
+        object.__setattr__(self, "all_numeric", self.signature.is_all_numeric)
 
     def from_tensors(self, inputs: Sequence[Tensor]) -> Batch:
         """Rows from one 2-D tensor ``[rows, n_features]`` or one 1-D tensor per feature."""

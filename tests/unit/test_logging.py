@@ -1,0 +1,51 @@
+"""The JSON log formatter: one object a line, with context and extra fields."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlserve.logging import JsonFormatter, request_id_var
+
+
+def record(created: float, **extra: object) -> logging.LogRecord:
+    """A record as logger.info('request', extra=...) makes it, created at ``created``."""
+    entry = logging.LogRecord("mlserve.access", logging.INFO, __file__, 1, "request", None, None)
+    entry.created = created
+    entry.__dict__.update(extra)
+    return entry
+
+
+@given(created=st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
+def test_timestamps_equal_isoformat_in_utc_with_milliseconds(created: float) -> None:
+    line = orjson.loads(JsonFormatter().format(record(created)))
+    assert line["timestamp"] == datetime.fromtimestamp(created, UTC).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def test_one_formatter_formats_successive_seconds_correctly() -> None:  # the cached prefix
+    formatter = JsonFormatter()
+    for created in (1_700_000_000.999, 1_700_000_000.9999996, 1_700_000_000.5, 1_700_000_061.25):
+        line = orjson.loads(formatter.format(record(created)))
+        assert line["timestamp"] == datetime.fromtimestamp(created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+
+
+def test_extra_fields_and_request_context_are_fields_of_the_line() -> None:
+    token = request_id_var.set("req-42")
+    try:
+        line = orjson.loads(JsonFormatter().format(record(0.0, status=200, _private=1)))
+    finally:
+        request_id_var.reset(token)
+    assert line["message"] == "request"
+    assert line["level"] == "INFO"
+    assert line["status"] == 200
+    assert line["request_id"] == "req-42"
+    assert "_private" not in line
+    assert "lineno" not in line
