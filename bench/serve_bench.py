@@ -54,6 +54,15 @@ SERVERS = [
         "mlserve",
         env={"MLSERVE_ACCESS_LOG": "false", "MLSERVE_LOG_LEVEL": "WARNING"},
     ),
+    Server(
+        "mlserve (tuned, no prediction log)",
+        "mlserve",
+        env={
+            "MLSERVE_ACCESS_LOG": "false",
+            "MLSERVE_LOG_LEVEL": "WARNING",
+            "MLSERVE_PREDICTION_LOG": "false",
+        },
+    ),
     Server("MLServer 1.7.1 (default)", "mlserver"),
     Server("MLServer 1.7.1 (adaptive batching)", "mlserver", batching=True),
     Server("floor (uvicorn+orjson+predict)", "floor"),

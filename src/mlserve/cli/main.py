@@ -13,7 +13,9 @@ from rich.markup import escape
 from mlserve import __version__
 from mlserve.cli import (
     batch_cmd,
+    drift_cmd,
     init_cmd,
+    log_cmd,
     predict_cmd,
     registry_cmds,
     serve_cmd,
@@ -108,10 +110,12 @@ app.command(name="register")(registry_cmds.register)
 app.command(name="predict")(predict_cmd.predict)
 app.command(name="batch")(batch_cmd.batch)
 app.command(name="status")(status_cmd.status)
+app.command(name="drift")(drift_cmd.drift)
 app.command(name="serve")(serve_cmd.serve)
 app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
 app.add_typer(registry_cmds.runs_app, name="runs")
+app.add_typer(log_cmd.log_app, name="log")
 
 
 def exit_code_for(error: MlserveError) -> int:

@@ -15,6 +15,12 @@ from mlserve.settings import Settings
 _TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_DATASET = "data/breast_cancer.csv"
 SAMPLE_TARGET = "diagnosis"
+MONITORING_FILES = (
+    "monitoring/grafana-dashboard.json",
+    "monitoring/prometheus-alerts.yml",
+    "monitoring/prometheus.yml",
+)
+"""The Grafana dashboard, the Prometheus alert rules and a scrape configuration that loads them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +56,14 @@ def sample_dataset() -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
+def template_path(name: str) -> Path:
+    """Where the packaged template ``name`` (e.g. ``monitoring/prometheus-alerts.yml``) lives."""
+    return _TEMPLATES / name
+
+
 def init_project(folder: Path, *, force: bool = False) -> InitResult:
-    """Write mlserve.yaml, .env.example, README.md and a sample dataset into ``folder``.
+    """Write mlserve.yaml, .env.example, README.md, monitoring/ (Grafana dashboard, Prometheus
+    alert rules and scrape configuration) and a sample dataset into ``folder``.
 
     Raises Conflict when a file would be overwritten and ``force`` is false.
     """
@@ -61,11 +73,15 @@ def init_project(folder: Path, *, force: bool = False) -> InitResult:
         "README.md": (_TEMPLATES / "README.md").read_text(encoding="utf-8"),
         ".gitignore": ".mlserve/\n.env\n",
     }
+    files.update(
+        {name: template_path(name).read_text(encoding="utf-8") for name in MONITORING_FILES}
+    )
     targets = [*files, SAMPLE_DATASET]
     existing = [name for name in targets if (folder / name).exists()]
     if existing and not force:
         raise Conflict(f"{folder} already has {', '.join(existing)}; use --force to overwrite")
     (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "monitoring").mkdir(exist_ok=True)
     for name, content in files.items():
         (folder / name).write_text(content, encoding="utf-8")
     sample_dataset().to_csv(folder / SAMPLE_DATASET, index=False)

@@ -27,15 +27,19 @@ from starlette.responses import Response
 from mlserve import __version__
 from mlserve.errors import MlserveError
 from mlserve.logging import configure_logging
-from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.monitoring.drift import DriftConfig
+from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
+from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, WriterConfig
 from mlserve.registry import RegistryStore
-from mlserve.serving import routes_v1, routes_v2
+from mlserve.serving import routes_drift, routes_feedback, routes_v1, routes_v2
 from mlserve.serving.batching import BatchingConfig
 from mlserve.serving.cache import PredictionCache
 from mlserve.serving.docs import DOC_MODELS
+from mlserve.serving.drift_monitor import DriftMonitor, DriftSchedule
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.fastpath import FastPathMiddleware
+from mlserve.serving.fastpath import FastPathMiddleware, ServingApp
+from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
 from mlserve.serving.inference import Predictor
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
 from mlserve.serving.models import (
@@ -93,8 +97,15 @@ def create_app(
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; *_created series double cardinality
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
+    monitoring = MonitoringMetrics.create(registry)
+    log_store, log_writer = _prediction_log(settings, monitoring)
     executor = InferenceExecutor(settings.inference_workers)
-    predictor = Predictor(executor, metrics, inline_max_ms=settings.inline_predict_max_ms)
+    predictor = Predictor(
+        executor,
+        metrics,
+        inline_max_ms=settings.inline_predict_max_ms,
+        prediction_log=log_writer,
+    )
 
     def prepare(model: LoadedModel) -> None:
         """Give a loaded model its micro-batcher and, when asked for, its cache."""
@@ -117,6 +128,7 @@ def create_app(
                 options.cache_ttl_s,
                 hits=metrics.cache_hits.labels(model.name, model.version),
                 misses=metrics.cache_misses.labels(model.name, model.version),
+                replay=predictor.replay,
             )
 
     manager = ModelManager(
@@ -132,23 +144,51 @@ def create_app(
         models=manager,
         predictor=predictor,
         max_request_bytes=settings.max_request_bytes,
+        monitoring=monitoring,
+        prediction_log=log_writer,
+        online=(
+            None
+            if log_store is None
+            else OnlineScores(
+                log_store,
+                log_writer,
+                manager,
+                monitoring,
+                settings.feedback_window_s,
+                # Worker processes are told by MULTIPROC_ENV (their settings say workers=1).
+                retry_unknown_s=UNKNOWN_RETRY_S if os.environ.get(MULTIPROC_ENV) else 0.0,
+            )
+        ),
+        drift=(
+            None
+            if log_store is None
+            else DriftMonitor(
+                log_store, manager, executor, monitoring, _drift_schedule(settings), log_writer
+            )
+        ),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(manager.load_all(), name="load-models")
+        scoring = _start_monitoring(state)
+        drifting = _start_drift_checks(state)
         try:
             yield
         finally:
             state.draining = True
+            if drifting is not None:  # before the executor and the log it uses shut down
+                drifting.cancel()
+                await asyncio.gather(drifting, return_exceptions=True)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
             await asyncio.to_thread(executor.shutdown)
+            await _stop_monitoring(state, scoring, log_store)
             if store is not None:
                 store.close()
 
-    app = FastAPI(
+    app = ServingApp(
         title="mlserve",
         version=__version__,
         description="Open Inference Protocol v2, a simple JSON API and MLflow-compatible scoring.",
@@ -157,6 +197,8 @@ def create_app(
     app.state.mlserve = state
     app.include_router(routes_v2.router)
     app.include_router(routes_v1.router)
+    app.include_router(routes_feedback.router)
+    app.include_router(routes_drift.router)
     app.add_exception_handler(MlserveError, handle_mlserve_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -167,18 +209,75 @@ def create_app(
         return Response(_exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
-    app.add_middleware(FastPathMiddleware)
-    app.add_middleware(
-        ObservabilityMiddleware,
-        config=MiddlewareConfig(
-            api_keys=settings.api_keys,
-            protect_health=settings.protect_health,
-            max_request_bytes=settings.max_request_bytes,
-            access_log=settings.access_log,
-        ),
-        metrics=metrics,
+    middleware_config = MiddlewareConfig(
+        api_keys=settings.api_keys,
+        protect_health=settings.protect_health,
+        max_request_bytes=settings.max_request_bytes,
+        access_log=settings.access_log,
+    )
+    app.put_in_front(
+        lambda fastapi_app: ObservabilityMiddleware(
+            FastPathMiddleware(fastapi_app), middleware_config, metrics
+        )
     )
     return app
+
+
+def _prediction_log(
+    settings: Settings, metrics: MonitoringMetrics
+) -> tuple[PredictionLogStore | None, PredictionLogWriter | None]:
+    """The prediction log's store and writer (not started), or neither when the log is off."""
+    if not settings.prediction_log:
+        return None, None
+    store = PredictionLogStore(settings.resolved_prediction_log_url)
+    config = WriterConfig(
+        queue_rows=settings.prediction_log_queue_size,
+        batch_rows=settings.prediction_log_batch_size,
+        when_full=settings.prediction_log_when_full,
+        sample_rate=settings.prediction_log_sample_rate,
+        redact=frozenset(settings.prediction_log_redact),
+        retention_s=settings.prediction_log_retention_days * 86_400,
+        block_timeout_s=settings.request_timeout_s,
+    )
+    return store, PredictionLogWriter(store, config, metrics)
+
+
+def _start_monitoring(state: ServerState) -> asyncio.Task[None] | None:
+    """Start the prediction log's writer thread and the online-scores refresh task."""
+    if state.prediction_log is not None:
+        state.prediction_log.start()
+    if state.online is None:
+        return None
+    return asyncio.create_task(state.online.run(ONLINE_REFRESH_S), name="online-scores")
+
+
+def _drift_schedule(settings: Settings) -> DriftSchedule:
+    return DriftSchedule(
+        interval_s=settings.drift_interval_s,
+        window_s=settings.drift_window_s,
+        config=DriftConfig(alpha=settings.drift_alpha, min_rows=settings.drift_min_rows),
+    )
+
+
+def _start_drift_checks(state: ServerState) -> asyncio.Task[None] | None:
+    """Start the scheduled drift checks (none when drift_interval_s is 0 or the log is off)."""
+    if state.drift is None or state.drift.schedule.interval_s <= 0:
+        return None
+    return asyncio.create_task(state.drift.run(), name="drift-checks")
+
+
+async def _stop_monitoring(
+    state: ServerState, scoring: asyncio.Task[None] | None, log_store: PredictionLogStore | None
+) -> None:
+    """After the last request: stop the refresh task, write every queued prediction, close."""
+    if scoring is not None:
+        scoring.cancel()
+        await asyncio.gather(scoring, return_exceptions=True)
+    if state.prediction_log is not None:
+        # Every acknowledged prediction is in the queue by now: write them all.
+        await asyncio.to_thread(state.prediction_log.close)
+    if log_store is not None:
+        log_store.close()
 
 
 def _exposition(registry: CollectorRegistry) -> bytes:

@@ -110,5 +110,57 @@ class InvocationsResponseDoc(BaseModel):
     predictions: list[Any]
 
 
-DOC_MODELS: list[type[BaseModel]] = [InferRequestDoc, PredictRequestDoc, InvocationsRequestDoc]
+class FeedbackItemDoc(BaseModel):
+    """The true label of one logged prediction."""
+
+    request_id: str = Field(
+        examples=["7f9c0d1e2a3b4c5d"], description="The X-Request-ID of the prediction response"
+    )
+    label: str | int | float | bool = Field(examples=["setosa"])
+    row: int = Field(default=0, ge=0, description="Row of that request (0 for one-row requests)")
+
+
+class FeedbackRequestDoc(BaseModel):
+    """True labels: a list of items, or the compact parallel lists (rows optional)."""
+
+    feedback: list[FeedbackItemDoc] | None = None
+    request_ids: list[str] | None = Field(default=None, examples=[["7f9c0d1e2a3b4c5d"]])
+    labels: list[str | int | float | bool] | None = Field(default=None, examples=[["setosa"]])
+    rows: list[int] | None = None
+
+
+class FeedbackResponseDoc(BaseModel):
+    """How many labels joined a logged prediction, and the request ids that matched none."""
+
+    joined: int
+    unknown: list[str]
+
+
+class OnlineScoresDoc(BaseModel):
+    """Scores of one version's labelled predictions in the feedback window."""
+
+    labelled_rows: int
+    task: str = Field(examples=["classification"])
+    accuracy: float | None = None
+    f1: float | None = Field(default=None, description="Macro-averaged F1")
+    mae: float | None = Field(default=None, description="Mean absolute error (regressors)")
+
+
+class MonitoringResponseDoc(BaseModel):
+    """Online scores per version and the prediction log's state."""
+
+    model: str
+    window_s: float | None = Field(description="The feedback window (null: prediction log off)")
+    versions: dict[str, OnlineScoresDoc]
+    prediction_log: dict[str, Any] = Field(
+        examples=[{"enabled": True, "logged_rows": 1200, "queued_rows": 0}]
+    )
+
+
+DOC_MODELS: list[type[BaseModel]] = [
+    InferRequestDoc,
+    PredictRequestDoc,
+    InvocationsRequestDoc,
+    FeedbackRequestDoc,
+]
 """Request models documented through openapi_extra; their schemas join the components."""

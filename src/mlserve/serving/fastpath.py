@@ -3,6 +3,9 @@
 FastAPI still declares these routes (for /openapi.json and /docs, and as the fallback), but
 on the hot path a regular expression finds the handler and calls it directly: on one core
 FastAPI's routing and per-request dependency resolution cost as much as the prediction.
+`ServingApp` goes one step further and puts mlserve's own middleware in front of FastAPI's
+middleware stack rather than inside it, so inference requests skip its error, telemetry and
+body-limit layers too (mlserve's middleware does those jobs itself).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,3 +53,21 @@ class FastPathMiddleware:
         except Exception as exc:  # the HTTP edge: errors become JSON, 500s are logged there
             response = error_response(exc)
         await response(scope, receive, send)
+
+
+class ServingApp(FastAPI):
+    """FastAPI with mlserve's middleware in front of FastAPI's own stack for HTTP requests."""
+
+    _front: ASGIApp | None = None
+
+    def put_in_front(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Route HTTP requests through ``wrap(FastAPI's own handling)``."""
+        self._front = wrap(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI event; lifespan and websockets go straight to FastAPI."""
+        if self._front is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # what Starlette sets first: handlers find the app state here
+        await self._front(scope, receive, send)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import uuid
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
+from mlserve.logging import request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
 from mlserve.runtimes import Batch, Runtime
 from mlserve.serving.batching import BatchingConfig, MicroBatcher
+from mlserve.serving.cache import logged_prediction
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.models import LoadedModel
+
+CounterChild = Any
+"""A labelled prometheus_client Counter (the library exposes no separate type for it)."""
+_SMALL_BATCH_ROWS = 32
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -106,11 +117,19 @@ class Predictor:
     """Predicts with a loaded model, through its micro-batcher, and records what it predicted."""
 
     def __init__(
-        self, executor: InferenceExecutor, metrics: ServingMetrics, inline_max_ms: float = 0.0
+        self,
+        executor: InferenceExecutor,
+        metrics: ServingMetrics,
+        inline_max_ms: float = 0.0,
+        prediction_log: PredictionLogWriter | None = None,
     ) -> None:
         self._executor = executor
         self._metrics = metrics
         self._inline_max_s = inline_max_ms / 1000
+        # Metric children by labels, looked up once: .labels() takes a lock and builds a key.
+        self._row_counters: dict[tuple[str, str], CounterChild] = {}
+        self._class_counters: dict[tuple[str, str], dict[object, CounterChild]] = {}
+        self._log = prediction_log
 
     def batcher_for(self, model: LoadedModel, config: BatchingConfig) -> MicroBatcher:
         """A micro-batcher that runs ``model`` and reports to the metrics.
@@ -147,8 +166,14 @@ class Predictor:
         self, model: LoadedModel, batch: Batch, outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
         """Every requested output for ``batch``; raises InvalidInput for rows the model rejects,
-        Overloaded when the model's queue is full, DeadlineExceeded when the request expired."""
+        Overloaded when the model's queue (or a blocking prediction log) is full,
+        DeadlineExceeded when the request expired.
+
+        Every protocol predicts through here, so this is where predictions are logged: one
+        cheap item per request, queued before the response is sent.
+        """
         assert model.runtime is not None
+        started = time.perf_counter()
         wanted = tuple(outputs)
         try:
             if model.batcher is not None:
@@ -162,17 +187,83 @@ class Predictor:
             self._metrics.rejected.labels(model.name, model.version, "deadline").inc()
             raise
         self._count(model, results)
+        if self._log is not None:
+            await self._record(self._log, model, batch, results, started)
         return results
+
+    async def _record(
+        self,
+        writer: PredictionLogWriter,
+        model: LoadedModel,
+        batch: Batch,
+        results: dict[str, np.ndarray],
+        started: float,
+    ) -> None:
+        sampled = writer.is_sampled()
+        if not sampled and model.cache is None:
+            return
+        assert model.schema is not None
+        item = PendingPrediction(
+            request_id=request_id_var.get() or uuid.uuid4().hex,
+            ts=time.time(),
+            model=model.name,
+            version=model.version,
+            inputs=batch,
+            feature_names=model.schema.names,
+            predictions=results.get(PREDICT),
+            proba=results.get(PREDICT_PROBA),
+            classes=model.class_labels,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        if model.cache is not None:
+            logged_prediction.set(item)  # kept with the cached response, logged on each hit
+        if sampled:
+            await self._enqueue(writer, item)
+
+    async def replay(self, item: PendingPrediction) -> None:
+        """Log a cached prediction again, for the request a cache hit answers (latency 0)."""
+        writer = self._log
+        if writer is None or not writer.is_sampled():
+            return
+        again = dataclasses.replace(
+            item,
+            request_id=request_id_var.get() or uuid.uuid4().hex,
+            ts=time.time(),
+            latency_ms=0.0,
+        )
+        await self._enqueue(writer, again)
+
+    async def _enqueue(self, writer: PredictionLogWriter, item: PendingPrediction) -> None:
+        if writer.offer(item):
+            return
+        try:
+            await writer.put(item)
+        except Overloaded:
+            self._metrics.rejected.labels(item.model, item.version, "prediction_log").inc()
+            raise
 
     def _count(self, model: LoadedModel, results: dict[str, np.ndarray]) -> None:
         predicted = results.get(PREDICT)
         rows = len(predicted) if predicted is not None else len(next(iter(results.values())))
-        self._metrics.rows.labels(model.name, model.version).inc(rows)
+        key = (model.name, model.version)
+        counter = self._row_counters.get(key)
+        if counter is None:
+            counter = self._row_counters[key] = self._metrics.rows.labels(*key)
+        counter.inc(rows)
         if predicted is None:
             return
         if not model.class_labels:  # regressors count under class '', as the metric documents
             self._metrics.predictions.labels(model.name, model.version, "").inc(len(predicted))
             return
-        labels, counts = np.unique(predicted, return_counts=True)
-        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
-            self._metrics.predictions.labels(model.name, model.version, str(label)).inc(count)
+        if len(predicted) <= _SMALL_BATCH_ROWS:  # np.unique costs more than counting a few rows
+            counts = Counter(predicted.tolist())
+        else:
+            labels, totals = np.unique(predicted, return_counts=True)
+            counts = Counter(dict(zip(labels.tolist(), totals.tolist(), strict=True)))
+        children = self._class_counters.setdefault((model.name, model.version), {})
+        for label, count in counts.items():
+            child = children.get(label)
+            if child is None:
+                child = self._metrics.predictions.labels(model.name, model.version, str(label))
+                children[label] = child
+            child.inc(count)

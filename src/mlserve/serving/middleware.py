@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import random
 import time
 import uuid
 from collections.abc import MutableMapping
@@ -69,6 +70,9 @@ class ObservabilityMiddleware:
         self.config = config
         self.metrics = metrics
         self._keys = [k.encode() for k in config.api_keys]
+        # Metric children by label values: .labels() takes a lock and builds a key each call.
+        self._children: dict[tuple[str, ...], _Children] = {}
+        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v2", "v1", "mlflow", "other")}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request."""
@@ -77,7 +81,8 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         headers = _headers(scope)
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        # Not uuid4: a request id needs uniqueness, not secrecy, and os.urandom is a system call.
+        request_id = headers.get("x-request-id") or f"{random.getrandbits(128):032x}"
         path: str = scope["path"]
         info = RequestInfo(request_id=request_id[:128], protocol=protocol_of(path))
         scope[INFO_KEY] = info
@@ -93,7 +98,7 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        in_flight = self.metrics.in_flight.labels(info.protocol)
+        in_flight = self._in_flight[info.protocol]
         in_flight.inc()
         try:
             rejection = self._reject(path, headers)
@@ -133,13 +138,16 @@ class ObservabilityMiddleware:
     def _observe(
         self, info: RequestInfo, status: int, elapsed: float, scope: Scope, path: str
     ) -> None:
-        labels = (info.model, info.version, info.protocol)
         if info.protocol != "other" or path == "/metrics":
-            self.metrics.requests.labels(*labels, str(status)).inc()
-            if status >= 400:
-                self.metrics.errors.labels(*labels, str(status)).inc()
+            key = (info.model, info.version, info.protocol, str(status))
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = _Children.of(self.metrics, key)
+            children.requests.inc()
+            if children.errors is not None:
+                children.errors.inc()
             if info.model:
-                self.metrics.latency.labels(*labels).observe(elapsed)
+                children.latency.observe(elapsed)
         if self.config.access_log:
             log.info(
                 "request",
@@ -153,6 +161,24 @@ class ObservabilityMiddleware:
                     "version": info.version or None,
                 },
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    """The labelled instruments one (model, version, protocol, status) updates."""
+
+    requests: Any
+    errors: Any | None
+    latency: Any
+
+    @classmethod
+    def of(cls, metrics: ServingMetrics, key: tuple[str, ...]) -> _Children:
+        model, version, protocol, status = key
+        return cls(
+            requests=metrics.requests.labels(*key),
+            errors=metrics.errors.labels(*key) if int(status) >= 400 else None,
+            latency=metrics.latency.labels(model, version, protocol),
+        )
 
 
 def _headers(scope: Scope) -> dict[str, str]:

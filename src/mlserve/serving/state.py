@@ -1,4 +1,4 @@
-"""What request handlers share: the model table, the predictor, limits and the draining flag."""
+"""What request handlers share: models, predictor, limits, monitoring and the draining flag."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from mlserve.errors import NotReady
+from mlserve.monitoring.metrics import MonitoringMetrics
+from mlserve.monitoring.predlog import PredictionLogWriter
+from mlserve.serving.drift_monitor import DriftMonitor
+from mlserve.serving.feedback import OnlineScores
 from mlserve.serving.inference import Predictor
 from mlserve.serving.middleware import request_info
 from mlserve.serving.models import LoadedModel, ModelManager
@@ -19,12 +23,21 @@ class ServerState:
     models: ModelManager
     predictor: Predictor
     max_request_bytes: int
+    monitoring: MonitoringMetrics
+    prediction_log: PredictionLogWriter | None = None
+    """The writer of the prediction log; None when the log is off."""
+    online: OnlineScores | None = None
+    """Feedback joins and online scores; None when the prediction log is off."""
+    drift: DriftMonitor | None = None
+    """Drift checks of served versions; None when the prediction log is off."""
     draining: bool = False
 
     @property
     def is_ready(self) -> bool:
-        """Ready to take traffic: every model loaded and warmed, and not shutting down."""
-        return not self.draining and self.models.is_ready
+        """Ready to take traffic: every model loaded and warmed, the prediction log's writer
+        (when on) running, and not shutting down."""
+        log_ok = self.prediction_log is None or self.prediction_log.is_running
+        return not self.draining and self.models.is_ready and log_ok
 
 
 def server_state(request: Request) -> ServerState:

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import typer
+import yaml
 from cli_harness import (
     STALE_CONFIG,
     Call,
@@ -28,11 +30,13 @@ from cli_harness import (
     run_cli,
     run_cli_all,
 )
+from serving_harness import running_server
 from sklearn.linear_model import LogisticRegression
 
 from mlserve.cli.main import app
 from mlserve.errors import AliasNotFound
 from mlserve.runtimes import load_runtime
+from mlserve.scaffold import MONITORING_FILES, template_path
 from mlserve.training import TrainRequest, train
 from mlserve.training.evaluate import CLASSIFICATION_METRICS
 
@@ -51,6 +55,20 @@ def test_init_force_writes_a_project_and_train_registers_its_sample(project: Pro
     for name in ("mlserve.yaml", ".env.example", "README.md", ".gitignore", SAMPLE):
         assert (project.folder / name).is_file()
         assert f"  {name}" in project.init.stdout
+    for name in MONITORING_FILES:
+        assert f"  {name}" in project.init.stdout
+        assert (project.folder / name).read_bytes() == template_path(name).read_bytes()
+    dashboard = json.loads((project.folder / "monitoring" / "grafana-dashboard.json").read_text())
+    assert dashboard["title"] == "mlserve"
+    alerts = yaml.safe_load((project.folder / "monitoring" / "prometheus-alerts.yml").read_text())
+    assert [rule["alert"] for rule in alerts["groups"][0]["rules"]] == [
+        "MlserveHighErrorRate",
+        "MlserveHighLatencyP95",
+        "MlserveDriftDetected",
+        "MlserveModelNotReady",
+        "MlservePredictionLogBacklog",
+        "MlservePredictionLogDropping",
+    ]
     assert "mlserve train data/breast_cancer.csv --target diagnosis" in project.init.stdout
     assert "# MLSERVE_PORT=8080" in (project.folder / ".env.example").read_text()
     config = (project.folder / "mlserve.yaml").read_text()
@@ -277,6 +295,64 @@ def test_status_lists_models_and_says_no_server_answers(project: Project) -> Non
     assert "accuracy=0.9" in row
     assert "registry: sqlite:///.mlserve/registry.db" in result.stdout
     assert f"server: not reachable at http://127.0.0.1:{port}" in result.stdout
+    assert "served models (live)" not in result.stdout
+
+
+def live_cells(output: str, model: str) -> dict[str, str]:
+    """The cells of ``model``'s row in status's live table, by column name."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "served models (live)" in line)
+    header = next(line for line in lines[start:] if line.startswith("┃"))
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")]
+    row = table_row("\n".join(lines[start:]), model)
+    return dict(zip(columns, (cell.strip() for cell in row.strip("│").split("│")), strict=True))
+
+
+def test_status_shows_live_traffic_errors_latency_and_online_accuracy(
+    project: Project, tmp_path: Path
+) -> None:
+    sample = pd.read_csv(project.sample).head(8)
+    records = sample.drop(columns=["diagnosis"]).to_dict(orient="records")
+    env = {"MLSERVE_DRIFT_INTERVAL_S": "0"}  # no drift check: drift must show as missing
+    with running_server(project.folder, "cancer", env=env, log_dir=tmp_path) as server:
+        idle = run_cli("status", "--server", server.url, "--rate-window", "0", cwd=project.folder)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            predicted = []
+            for i, record in enumerate(records):
+                response = client.post(
+                    "/v1/models/cancer:predict",
+                    json={"instances": [record]},
+                    headers={"x-request-id": f"status-{i}"},
+                )
+                assert response.status_code == 200, response.text
+                predicted.append(response.json()["predictions"][0])
+            for _ in range(2):  # invalid bodies: 400
+                assert client.post("/v1/models/cancer:predict", json={}).status_code == 400
+            feedback = [
+                {"request_id": f"status-{i}", "label": label}
+                for i, label in enumerate(sample["diagnosis"])
+            ]
+            response = client.post("/v1/models/cancer/feedback", json={"feedback": feedback})
+            assert response.status_code == 200, response.text
+        busy = run_cli("status", "--server", server.url, cwd=project.folder)
+
+    assert_ok(idle)
+    before = live_cells(idle.stdout, "cancer")
+    assert (before["version"], before["state"], before["requests"]) == ("1", "ready", "0")
+    for column in ("req/s", "errors", "p95", "drift", "online"):
+        assert before[column] == "–", column
+    assert_ok(busy)
+    after = live_cells(busy.stdout, "cancer")
+    assert after["requests"] == str(len(records) + 2)
+    assert after["errors"] == f"2 ({2 / (len(records) + 2):.1%})"
+    assert after["p95"].endswith(" ms")
+    assert float(after["p95"].removesuffix(" ms")) > 0
+    assert after["req/s (1 s)"] == "0.0"  # nothing was sent during the rate window
+    assert after["drift"] == "–"
+    accuracy = np.mean(np.asarray(predicted) == sample["diagnosis"].to_numpy())
+    assert after["online"] == f"accuracy {accuracy:.3f}"
+    assert after["labelled"] == str(len(records))
+    assert "since the server started" in busy.stdout
 
 
 # -- help -----------------------------------------------------------------------------------------

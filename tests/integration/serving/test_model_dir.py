@@ -43,7 +43,9 @@ def test_serves_every_version_folder_without_a_database(
         (IRIS, "2", "ready"),
         ("broken", "1", "failed"),
     }
-    assert not (empty_project / ".mlserve").exists()  # no registry was created or read
+    home = empty_project / ".mlserve"
+    assert not (home / "registry.db").exists()  # no registry was created or read
+    assert {p.name.split("-")[0] for p in home.iterdir()} == {"predictions.db"}  # only the log
 
 
 def test_newest_version_answers_by_default(

@@ -1,0 +1,426 @@
+"""The prediction log: requests hand their predictions to a bounded queue; one thread writes them.
+
+The request path pays for one small object and a lock per request (never per row): turning
+inputs into per-row JSON records and writing them happens in the writer thread, in batches.
+Backpressure is counted in rows. When the queue is full, ``block`` makes requests wait for room
+(off the event loop, up to a deadline, then 503), ``drop`` drops and counts them.
+``flush`` waits until what was queued so far is in the database; ``close`` writes everything
+queued and stops, so every acknowledged prediction is logged before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mlserve.errors import Overloaded
+from mlserve.monitoring.metrics import MonitoringMetrics
+from mlserve.monitoring.predlog_store import (
+    LoggedWindow,
+    PredictionLogStore,
+    PredictionRecord,
+    safe_url,
+)
+
+__all__ = [
+    "LoggedWindow",
+    "PendingPrediction",
+    "PredictionLogStore",
+    "PredictionLogWriter",
+    "PredictionRecord",
+    "WriterConfig",
+    "to_records",
+]
+
+log = logging.getLogger(__name__)
+
+
+PRUNE_SLICE_ROWS = 10_000
+"""Most old rows the writer deletes between two batches."""
+
+
+@dataclass(slots=True)
+class PendingPrediction:
+    """One answered request as the request path hands it over; converted off the hot path.
+
+    ``inputs`` and the arrays are the request's own objects (not copies): nobody mutates them
+    after the prediction.
+    """
+
+    request_id: str
+    ts: float
+    """Unix time (UTC)."""
+    model: str
+    version: str
+    inputs: np.ndarray | pd.DataFrame
+    feature_names: Sequence[str]
+    predictions: np.ndarray | None
+    """None when only probabilities were asked for: the top class is logged then."""
+    proba: np.ndarray | None
+    classes: Sequence[str]
+    latency_ms: float
+
+    @property
+    def rows(self) -> int:
+        """Predicted rows."""
+        return len(self.inputs)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    """How the writer queues, batches, samples, redacts and prunes."""
+
+    queue_rows: int = 20_000
+    batch_rows: int = 1000
+    when_full: Literal["block", "drop"] = "block"
+    sample_rate: float = 1.0
+    redact: frozenset[str] = frozenset()
+    retention_s: float = 30 * 86_400.0
+    prune_interval_s: float = 3600.0
+    linger_s: float = 0.2
+    """How long the writer waits for a batch to fill before writing what it has: each
+    transaction costs about as much as 50 rows, so small batches are dear."""
+    block_timeout_s: float = 30.0
+    """How long a request waits for room in a full queue before it is answered 503."""
+    close_timeout_s: float = 60.0
+    """How long ``close`` keeps retrying a failing database before giving records up."""
+    retry_max_s: float = 10.0
+
+
+@functools.lru_cache(maxsize=256)
+def _kept(names: tuple[str, ...], redact: frozenset[str]) -> tuple[list[int], list[str]]:
+    """Positions and names of the features that may be logged (the same for every request)."""
+    keep = [i for i, name in enumerate(names) if name not in redact]
+    return keep, [names[i] for i in keep]
+
+
+def to_records(item: PendingPrediction, redact: frozenset[str]) -> list[PredictionRecord]:
+    """One record per row of ``item``, without the redacted features."""
+    names = tuple(item.feature_names)
+    keep, kept = _kept(names, redact)
+    inputs = item.inputs
+    if isinstance(inputs, pd.DataFrame):
+        columns = [inputs[name].tolist() for name in kept]
+        rows: list[Any] = [list(values) for values in zip(*columns, strict=True)] if kept else []
+    else:
+        matrix = inputs if len(keep) == len(names) else inputs[:, keep]
+        rows = matrix.tolist()
+    if not kept:
+        rows = [[] for _ in range(item.rows)]
+    proba = item.proba.tolist() if item.proba is not None else None
+    if item.predictions is not None:
+        predicted = item.predictions.tolist()
+    elif item.proba is not None and item.classes:
+        predicted = [item.classes[i] for i in np.argmax(item.proba, axis=1).tolist()]
+    else:
+        predicted = [None] * item.rows
+    ts = datetime.fromtimestamp(item.ts, UTC)
+    return [
+        PredictionRecord(
+            ts=ts,
+            request_id=item.request_id,
+            row=index,
+            model=item.model,
+            version=item.version,
+            inputs=dict(zip(kept, values, strict=True)),
+            prediction=predicted[index],
+            proba=None if proba is None else proba[index],
+            latency_ms=item.latency_ms,
+        )
+        for index, values in enumerate(rows)
+    ]
+
+
+class PredictionLogWriter:
+    """A bounded queue of pending predictions and the one thread that writes them.
+
+    ``offer`` and ``put`` are for the event loop; ``flush`` and ``close`` block, so call them
+    in a thread (``asyncio.to_thread``). Database errors never escape the writer thread: it logs
+    them and retries the same records with backoff while the queue fills up behind them.
+    """
+
+    def __init__(
+        self, store: PredictionLogStore, config: WriterConfig, metrics: MonitoringMetrics
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._metrics = metrics
+        self._cond = threading.Condition()
+        self._items: deque[tuple[int, PendingPrediction]] = deque()
+        self._rows = 0
+        self._enqueued_seq = 0
+        self._written_seq = 0
+        self._flush_seq = 0
+        self._idle = False
+        self._closing = False
+        self._close_deadline = 0.0
+        self._space_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_prune = 0.0
+        self._everything = config.sample_rate >= 1.0
+        self._depth = metrics.log_queue_depth
+        self._writing = 0
+        """Rows taken from the queue and not yet written (part of the depth)."""
+
+    # -- the request path ------------------------------------------------------------------------
+
+    def is_sampled(self) -> bool:
+        """Whether to log this request (decided per request, by the sample rate)."""
+        return self._everything or random.random() < self._config.sample_rate
+
+    def offer(self, item: PendingPrediction) -> bool:
+        """Queue ``item`` if there is room, or drop it when configured; never blocks.
+
+        False means the queue is full in ``block`` mode: await :meth:`put` then.
+        """
+        rows = item.rows
+        with self._cond:
+            if self._closing:
+                self._lose(item, "closed")
+                return True
+            if self._rows + rows <= self._config.queue_rows or not self._items:
+                self._append(item, rows)
+                return True
+        if self._config.when_full == "drop":
+            self._metrics.log_dropped.labels(item.model, item.version).inc(rows)
+            return True
+        return False
+
+    async def put(self, item: PendingPrediction) -> None:
+        """Queue ``item``, waiting (without blocking the loop) for room in a full queue.
+
+        Raises Overloaded when no room came within ``block_timeout_s``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.block_timeout_s
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            with self._cond:
+                if self._closing:
+                    self._lose(item, "closed")
+                    return
+                if self._rows + item.rows <= self._config.queue_rows or not self._items:
+                    self._append(item, item.rows)
+                    return
+                self._space_waiters.append((loop, waiter))
+            remaining = deadline - loop.time()
+            try:
+                await asyncio.wait_for(waiter, max(remaining, 0.0))
+            except TimeoutError:
+                raise Overloaded(
+                    "the prediction log is not keeping up; retry shortly", retry_after_s=1.0
+                ) from None
+
+    def _append(self, item: PendingPrediction, rows: int) -> None:
+        """Under the lock: queue the item and wake the writer if it sleeps or a batch is full."""
+        self._enqueued_seq += 1
+        self._items.append((self._enqueued_seq, item))
+        self._rows += rows
+        # Set here too, not only by the writer: a write stuck on a locked database must not
+        # hide the backlog growing behind it.
+        self._depth.set(self._rows + self._writing)
+        if self._idle or self._rows >= self._config.batch_rows:
+            self._cond.notify_all()
+
+    def _lose(self, item: PendingPrediction, reason: str) -> None:
+        self._metrics.log_dropped.labels(item.model, item.version).inc(item.rows)
+        log.warning(
+            "prediction log record dropped",
+            extra={"reason": reason, "rows": item.rows, "model": item.model},
+        )
+
+    # -- control ---------------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while the writer thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting to be written (those being written included)."""
+        return self._rows + self._writing
+
+    def start(self) -> None:
+        """Start the writer thread (which prunes old records first)."""
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything queued before this call is in the database; False on timeout."""
+        with self._cond:
+            target = self._enqueued_seq
+            if self._written_seq >= target:
+                return True
+            self._flush_seq = max(self._flush_seq, target)
+            self._cond.notify_all()
+            return self._cond.wait_for(
+                lambda: self._written_seq >= target or not self.is_running, timeout_s
+            ) and (self._written_seq >= target)
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread. Later items are dropped and counted.
+
+        If the database keeps failing, records still unwritten after ``close_timeout_s`` are
+        given up (logged as an error and counted as dropped).
+        """
+        with self._cond:
+            self._closing = True
+            self._close_deadline = time.monotonic() + self._config.close_timeout_s
+            self._cond.notify_all()
+        self._wakeup.set()  # cut a retry's backoff short
+        if self._thread is None:
+            self._run()  # never started: drain in this thread
+        else:
+            self._thread.join(self._config.close_timeout_s + 30)
+        self._wake_space_waiters()
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        log.info("prediction log started", extra={"url": safe_url(self._store.url)})
+        while True:
+            try:
+                self._prune_when_due()
+                batch, last_seq = self._next_batch()
+                if batch is None:
+                    break
+                if batch:
+                    self._write(batch, last_seq)
+            except Exception:  # the writer must outlive any bug; never spin on one
+                log.exception("prediction log writer error")
+                time.sleep(0.5)
+        self._depth.set(0)
+        log.info("prediction log stopped")
+
+    def _next_batch(self) -> tuple[list[PendingPrediction] | None, int]:
+        """Wait for work, letting a batch fill for ``linger_s``; empty when a prune is due,
+        None once closed and drained."""
+        config = self._config
+        with self._cond:
+            while not self._items:
+                if self._closing:
+                    return None, 0
+                if time.monotonic() >= self._next_prune:
+                    return [], 0
+                self._idle = True
+                self._cond.wait(min(self._next_prune - time.monotonic(), 60.0))
+                self._idle = False
+            if self._rows < config.batch_rows and not self._is_urgent():
+                self._cond.wait_for(
+                    lambda: self._rows >= config.batch_rows or self._is_urgent(), config.linger_s
+                )
+            batch: list[PendingPrediction] = []
+            rows, last_seq = 0, 0
+            while self._items and (not batch or rows + self._items[0][1].rows <= config.batch_rows):
+                last_seq, item = self._items.popleft()
+                batch.append(item)
+                rows += item.rows
+            self._rows -= rows
+            self._writing = rows
+            depth = self._rows + rows
+        self._depth.set(depth)
+        self._wake_space_waiters()
+        return batch, last_seq
+
+    def _is_urgent(self) -> bool:
+        return self._closing or self._flush_seq > self._written_seq
+
+    def _write(self, batch: list[PendingPrediction], last_seq: int) -> None:
+        """Write one batch, retrying with backoff until it lands or ``close`` gives up."""
+        records: list[PredictionRecord] = []
+        for item in batch:
+            try:
+                records.extend(to_records(item, self._config.redact))
+            except Exception:  # a bug in conversion loses this request's rows, not the batch
+                log.exception("prediction log record unreadable", extra={"model": item.model})
+                self._metrics.log_dropped.labels(item.model, item.version).inc(item.rows)
+        if self._write_with_retry(records):
+            for (model, version), count in Counter((r.model, r.version) for r in records).items():
+                self._metrics.log_written.labels(model, version).inc(count)
+        with self._cond:
+            self._written_seq = max(self._written_seq, last_seq)
+            self._writing = 0
+            self._cond.notify_all()
+            self._depth.set(self._rows)
+
+    def _write_with_retry(self, records: list[PredictionRecord]) -> bool:
+        """True once written; False when closing ran out of time (the records are counted lost)."""
+        delay = 0.1
+        while True:
+            try:
+                self._store.write(records)
+                return True
+            except Exception as exc:  # database down or locked: keep the records and retry
+                if self._closing and time.monotonic() > self._close_deadline:
+                    self._give_up(records, exc)
+                    return False
+                log.warning(
+                    "prediction log write failed",
+                    extra={
+                        "error": _describe(exc),
+                        "records": len(records),
+                        "retry_in_s": delay,
+                    },
+                )
+                if self._wakeup.wait(delay):
+                    self._wakeup.clear()  # woken by close: retry now, then back off again
+                delay = min(delay * 2, self._config.retry_max_s)
+
+    def _give_up(self, records: list[PredictionRecord], exc: Exception) -> None:
+        log.error(
+            "prediction log records lost",
+            extra={"records": len(records), "error": _describe(exc)},
+        )
+        for (model, version), count in Counter((r.model, r.version) for r in records).items():
+            self._metrics.log_dropped.labels(model, version).inc(count)
+
+    def _prune_when_due(self) -> None:
+        """Prune at start and every ``prune_interval_s``, a slice at a time: a backlog of old
+        rows (after a long stop) must not keep the writer from new predictions for long."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._config.prune_interval_s
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._config.retention_s)
+        try:
+            deleted = self._store.prune(cutoff, limit=PRUNE_SLICE_ROWS)
+        except Exception as exc:  # a failed prune is retried at the next interval
+            log.warning("prediction log prune failed", extra={"error": _describe(exc)})
+            return
+        if deleted >= PRUNE_SLICE_ROWS:
+            self._next_prune = now  # more to do: another slice after the next batch
+        if deleted:
+            log.info("prediction log pruned", extra={"deleted": deleted})
+
+    def _wake_space_waiters(self) -> None:
+        with self._cond:
+            waiters, self._space_waiters = self._space_waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_release, waiter)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _describe(exc: Exception) -> str:
+    """An error's type and first line, short enough for a log field."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:300]
