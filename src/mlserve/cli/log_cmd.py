@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log_app = typer.Typer(
-    help="The prediction log: every prediction the server made, with inputs and latency.",
+    help="The prediction log: every prediction the server made, with inputs and latency.\n\n"
+    "Example: [bold]mlserve log export churn --since 24h -o last-day.parquet[/bold]",
     no_args_is_help=True,
 )
 
