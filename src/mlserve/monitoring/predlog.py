@@ -1,7 +1,8 @@
 """The prediction log: requests hand their predictions to a bounded queue; one thread writes them.
 
 The request path pays for one small object and a lock per request (never per row): turning
-inputs into per-row JSON records and writing them happens in the writer thread, in batches.
+inputs into JSON and writing them (one database row per request) happens in the writer thread,
+in batches.
 Backpressure is counted in rows. When the queue is full, ``block`` makes requests wait for room
 (off the event loop, up to a deadline, then 503), ``drop`` drops and counts them.
 ``flush`` waits until what was queued so far is in the database; ``close`` writes everything
@@ -29,27 +30,30 @@ import pandas as pd
 from mlserve.errors import Overloaded
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog_store import (
+    LoggedRequest,
     LoggedWindow,
     PredictionLogStore,
     PredictionRecord,
+    encode_json,
     safe_url,
 )
 
 __all__ = [
+    "LoggedRequest",
     "LoggedWindow",
     "PendingPrediction",
     "PredictionLogStore",
     "PredictionLogWriter",
     "PredictionRecord",
     "WriterConfig",
-    "to_records",
+    "to_request",
 ]
 
 log = logging.getLogger(__name__)
 
 
-PRUNE_SLICE_ROWS = 10_000
-"""Most old rows the writer deletes between two batches."""
+PRUNE_SLICE_ROWS = 2000
+"""Most old database rows (requests, feedback) the writer deletes between two batches."""
 
 
 @dataclass(slots=True)
@@ -101,47 +105,59 @@ class WriterConfig:
 
 
 @functools.lru_cache(maxsize=256)
-def _kept(names: tuple[str, ...], redact: frozenset[str]) -> tuple[list[int], list[str]]:
-    """Positions and names of the features that may be logged (the same for every request)."""
-    keep = [i for i, name in enumerate(names) if name not in redact]
-    return keep, [names[i] for i in keep]
+def _kept(
+    names: tuple[str, ...], redact: frozenset[str]
+) -> tuple[list[int] | None, list[str], str]:
+    """Positions (None: all), names and JSON names of the features that may be logged (the
+    same for every request of a model)."""
+    kept = [name for name in names if name not in redact]
+    keep = None if len(kept) == len(names) else [i for i, n in enumerate(names) if n not in redact]
+    return keep, kept, encode_json(kept)
 
 
-def to_records(item: PendingPrediction, redact: frozenset[str]) -> list[PredictionRecord]:
-    """One record per row of ``item``, without the redacted features."""
-    names = tuple(item.feature_names)
-    keep, kept = _kept(names, redact)
+def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest:
+    """``item`` as one logged request, without the redacted features.
+
+    A handful of C-level calls per request, none per row: redaction selects columns, and a
+    float matrix goes to JSON in one orjson call.
+    """
+    keep, kept, kept_json = _kept(tuple(item.feature_names), redact)
     inputs = item.inputs
+    matrix: Any
     if isinstance(inputs, pd.DataFrame):
-        columns = [inputs[name].tolist() for name in kept]
-        rows: list[Any] = [list(values) for values in zip(*columns, strict=True)] if kept else []
+        matrix = _frame_matrix(inputs, kept)
     else:
-        matrix = inputs if len(keep) == len(names) else inputs[:, keep]
-        rows = matrix.tolist()
-    if not kept:
-        rows = [[] for _ in range(item.rows)]
-    proba = item.proba.tolist() if item.proba is not None else None
+        matrix = inputs if keep is None else inputs[:, keep]
+    predicted: Any
     if item.predictions is not None:
-        predicted = item.predictions.tolist()
+        predicted = item.predictions
     elif item.proba is not None and item.classes:
-        predicted = [item.classes[i] for i in np.argmax(item.proba, axis=1).tolist()]
+        predicted = np.asarray(item.classes, dtype=object)[np.argmax(item.proba, axis=1)]
     else:
         predicted = [None] * item.rows
-    ts = datetime.fromtimestamp(item.ts, UTC)
-    return [
-        PredictionRecord(
-            ts=ts,
-            request_id=item.request_id,
-            row=index,
-            model=item.model,
-            version=item.version,
-            inputs=dict(zip(kept, values, strict=True)),
-            prediction=predicted[index],
-            proba=None if proba is None else proba[index],
-            latency_ms=item.latency_ms,
-        )
-        for index, values in enumerate(rows)
-    ]
+    return LoggedRequest(
+        ts=item.ts,
+        request_id=item.request_id,
+        model=item.model,
+        version=item.version,
+        rows=item.rows,
+        features=kept_json,
+        inputs=encode_json(matrix),
+        predictions=encode_json(predicted),
+        proba=None if item.proba is None else encode_json(item.proba),
+        latency_ms=item.latency_ms,
+    )
+
+
+def _frame_matrix(frame: pd.DataFrame, kept: list[str]) -> Any:
+    """The kept columns of ``frame`` as something orjson encodes as rows x features."""
+    if not kept:
+        return [[]] * len(frame)
+    selected = frame if list(frame.columns) == kept else frame[kept]
+    if all(dtype.kind == "f" for dtype in selected.dtypes):
+        return selected.to_numpy(dtype=np.float64)  # encoded in C, NaN as null
+    # Mixed columns: pandas builds the Python values column by column, orjson encodes them.
+    return selected.to_numpy(dtype=object).tolist()
 
 
 class PredictionLogWriter:
@@ -342,38 +358,40 @@ class PredictionLogWriter:
 
     def _write(self, batch: list[PendingPrediction], last_seq: int) -> None:
         """Write one batch, retrying with backoff until it lands or ``close`` gives up."""
-        records: list[PredictionRecord] = []
+        requests: list[LoggedRequest] = []
         for item in batch:
+            if not item.rows:
+                continue  # nothing was predicted, so there is nothing to log
             try:
-                records.extend(to_records(item, self._config.redact))
+                requests.append(to_request(item, self._config.redact))
             except Exception:  # a bug in conversion loses this request's rows, not the batch
                 log.exception("prediction log record unreadable", extra={"model": item.model})
                 self._metrics.log_dropped.labels(item.model, item.version).inc(item.rows)
-        if self._write_with_retry(records):
-            for (model, version), count in Counter((r.model, r.version) for r in records).items():
-                self._metrics.log_written.labels(model, version).inc(count)
+        if self._write_with_retry(requests):
+            for (model, version), rows in _rows_by_version(requests).items():
+                self._metrics.log_written.labels(model, version).inc(rows)
         with self._cond:
             self._written_seq = max(self._written_seq, last_seq)
             self._writing = 0
             self._cond.notify_all()
             self._depth.set(self._rows)
 
-    def _write_with_retry(self, records: list[PredictionRecord]) -> bool:
-        """True once written; False when closing ran out of time (the records are counted lost)."""
+    def _write_with_retry(self, requests: list[LoggedRequest]) -> bool:
+        """True once written; False when closing ran out of time (the rows are counted lost)."""
         delay = 0.1
         while True:
             try:
-                self._store.write(records)
+                self._store.write_requests(requests)
                 return True
-            except Exception as exc:  # database down or locked: keep the records and retry
+            except Exception as exc:  # database down or locked: keep the requests and retry
                 if self._closing and time.monotonic() > self._close_deadline:
-                    self._give_up(records, exc)
+                    self._give_up(requests, exc)
                     return False
                 log.warning(
                     "prediction log write failed",
                     extra={
                         "error": _describe(exc),
-                        "records": len(records),
+                        "records": sum(r.rows for r in requests),
                         "retry_in_s": delay,
                     },
                 )
@@ -381,13 +399,13 @@ class PredictionLogWriter:
                     self._wakeup.clear()  # woken by close: retry now, then back off again
                 delay = min(delay * 2, self._config.retry_max_s)
 
-    def _give_up(self, records: list[PredictionRecord], exc: Exception) -> None:
+    def _give_up(self, requests: list[LoggedRequest], exc: Exception) -> None:
         log.error(
             "prediction log records lost",
-            extra={"records": len(records), "error": _describe(exc)},
+            extra={"records": sum(r.rows for r in requests), "error": _describe(exc)},
         )
-        for (model, version), count in Counter((r.model, r.version) for r in records).items():
-            self._metrics.log_dropped.labels(model, version).inc(count)
+        for (model, version), rows in _rows_by_version(requests).items():
+            self._metrics.log_dropped.labels(model, version).inc(rows)
 
     def _prune_when_due(self) -> None:
         """Prune at start and every ``prune_interval_s``, a slice at a time: a backlog of old
@@ -413,6 +431,14 @@ class PredictionLogWriter:
         for loop, waiter in waiters:
             with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
                 loop.call_soon_threadsafe(_release, waiter)
+
+
+def _rows_by_version(requests: list[LoggedRequest]) -> Counter[tuple[str, str]]:
+    """Predicted rows per (model, version)."""
+    rows: Counter[tuple[str, str]] = Counter()
+    for r in requests:
+        rows[(r.model, r.version)] += r.rows
+    return rows
 
 
 def _release(waiter: asyncio.Future[None]) -> None:

@@ -30,9 +30,20 @@ from serving_harness import (
 )
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
+from mlserve.monitoring.predlog import PredictionLogStore, PredictionRecord
+
 KEY = "feedback-test-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
+
+
+def logged_records(log_url: str, model: str) -> list[PredictionRecord]:
+    """Every predicted row of ``model`` in the log, read through the store."""
+    store = PredictionLogStore(log_url)
+    try:
+        return store.read_records(model)
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")
@@ -304,12 +315,15 @@ def test_redacted_features_are_never_written(
     )
     assert response.status_code == 200
     post(server, f"/v1/models/{CHURN}/feedback", {"request_ids": ["flush"], "labels": ["no"]})
-    with sqlite3.connect(log_url.removeprefix("sqlite:///")) as conn:
-        logged = conn.execute(
-            "SELECT inputs FROM predictions WHERE request_id = ? ORDER BY row", (request_id,)
-        ).fetchall()
-    inputs = [orjson.loads(row[0]) for row in logged]
+    inputs = [r.inputs for r in logged_records(log_url, CHURN) if r.request_id == request_id]
     assert [set(i) for i in inputs] == [{"plan", "monthly", "tenure"}] * 4
+    with sqlite3.connect(log_url.removeprefix("sqlite:///")) as conn:
+        stored = conn.execute(
+            "SELECT features, inputs FROM prediction_requests WHERE request_id = ?", (request_id,)
+        ).fetchall()
+    assert len(stored) == 1  # one database row for the 4-row request
+    assert set(orjson.loads(stored[0][0])) == {"plan", "monthly", "tenure"}
+    assert "region" not in stored[0][0] + stored[0][1]
     assert [i["tenure"] for i in inputs] == churn_rows["tenure"].iloc[:4].tolist()
 
 
@@ -341,19 +355,18 @@ def test_cache_hits_are_logged_under_their_own_request_id(
         "joined": 2,
         "unknown": [],
     }
-    with sqlite3.connect(log_url.removeprefix("sqlite:///")) as conn:
-        logged = conn.execute(
-            "SELECT request_id, row, prediction, inputs FROM predictions"
-            " WHERE request_id IN (?, ?) ORDER BY request_id DESC, row",
-            (first, second),
-        ).fetchall()
-    assert [(r[0], r[1], orjson.loads(r[2])) for r in logged] == [
+    logged = sorted(
+        (r for r in logged_records(log_url, IRIS) if r.request_id in (first, second)),
+        key=lambda r: (r.request_id != first, r.row),
+    )
+    assert [(r.request_id, r.row, r.prediction) for r in logged] == [
         (first, 0, labels[0]),
         (first, 1, labels[1]),
         (second, 0, labels[0]),
         (second, 1, labels[1]),
     ]
-    assert logged[0][3] == logged[2][3]  # the same inputs, minus sepal_width
+    assert [r.inputs for r in logged[:2]] == [r.inputs for r in logged[2:]]  # the same inputs
+    assert "sepal_width" not in logged[0].inputs
 
 
 def test_a_restarted_server_reports_the_scores_already_labelled(

@@ -4,7 +4,7 @@ Real `mlserve serve` processes take requests from 8 concurrent clients over ever
 (OIP JSON and binary, /v1 predict, /invocations), single- and multi-row, and are stopped with
 SIGTERM while the load is still going; in the first test the log file is locked from before
 the signal until shutdown has begun, so a backlog of acknowledged predictions is still queued.
-Afterwards the SQLite file must hold one record per acknowledged row, with the prediction the
+Afterwards the log must hold one predicted row per acknowledged row, with the prediction the
 client received, and nothing else.
 """
 
@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 from serving_harness import (
     IRIS,
@@ -35,6 +34,8 @@ from serving_harness import (
     v2_matrix_request,
     wait_for_every_worker,
 )
+
+from mlserve.monitoring.predlog import PredictionLogStore
 
 CLIENTS = 8
 LOAD_DEADLINE_S = 90.0
@@ -106,10 +107,22 @@ def load(server: LiveServer, log: list[Sent], stop: threading.Event, seed: int) 
 
 
 def logged_rows(database: Path) -> list[tuple[str, int, Any]]:
-    """(request_id, row, prediction) of every record in the prediction log file."""
-    with sqlite3.connect(database) as conn:
-        rows = conn.execute("SELECT request_id, row, prediction FROM predictions").fetchall()
-    return [(request_id, row, orjson.loads(prediction)) for request_id, row, prediction in rows]
+    """(request_id, row, prediction) of every predicted row in the prediction log file, read
+    back through the store's export."""
+    store = PredictionLogStore(f"sqlite:///{database}")
+    try:
+        frame = store.export(IRIS, None)
+        assert store.count() == len(frame)  # nothing logged under another model
+    finally:
+        store.close()
+    return list(
+        zip(
+            frame["request_id"].tolist(),
+            frame["row"].tolist(),
+            frame["prediction"].tolist(),
+            strict=True,
+        )
+    )
 
 
 def queue_depth(server: LiveServer) -> float:

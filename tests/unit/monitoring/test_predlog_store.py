@@ -69,14 +69,32 @@ def test_opening_creates_tables_indexes_and_wal(tmp_path: Path) -> None:
     store = PredictionLogStore(f"sqlite:///{path}")
     try:
         inspector = sa.inspect(sa.create_engine(f"sqlite:///{path}"))
-        assert {"predictions", "feedback"} <= set(inspector.get_table_names())
-        indexes = {tuple(i["column_names"]) for i in inspector.get_indexes("predictions")}
+        assert {"prediction_requests", "feedback"} <= set(inspector.get_table_names())
+        indexes = {tuple(i["column_names"]) for i in inspector.get_indexes("prediction_requests")}
         assert ("model", "version", "ts") in indexes
         assert ("model", "request_id") in indexes
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         store.close()
+
+
+def test_a_file_with_the_old_layout_is_left_alone_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "predictions.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY, inputs TEXT)")
+        conn.execute("INSERT INTO predictions (inputs) VALUES ('{}')")
+    store = PredictionLogStore(f"sqlite:///{path}")
+    try:
+        assert "ignores a table of the old layout" in caplog.text
+        store.write([record("r1")])
+        assert store.count() == 1
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 1
 
 
 def test_many_processes_opening_one_file_at_once_all_succeed(tmp_path: Path) -> None:
@@ -116,7 +134,6 @@ json_scalars = st.one_of(
     inputs=st.dictionaries(st.text(min_size=1, max_size=12), json_scalars, max_size=8),
     prediction=st.one_of(st.text(max_size=10), st.integers(-1000, 1000), st.floats(-1e9, 1e9)),
     proba=st.none() | st.lists(st.floats(0, 1), min_size=1, max_size=5),
-    row=st.integers(0, 10_000),
     micros=st.integers(0, 10**6 - 1),
 )
 def test_records_read_back_as_written(
@@ -124,13 +141,11 @@ def test_records_read_back_as_written(
     inputs: dict[str, Any],
     prediction: Any,
     proba: list[float] | None,
-    row: int,
     micros: int,
 ) -> None:
     model = uuid.uuid4().hex
     written = record(
         "req-" + uuid.uuid4().hex,
-        row=row,
         model=model,
         at=NOW.replace(microsecond=micros),
         inputs=inputs,
@@ -195,6 +210,7 @@ def test_export_is_flat_with_a_column_per_feature_and_class(store: PredictionLog
     store.write(
         [
             record("a", inputs={"x": 1.5, "ts": "clash"}, proba=[0.2, 0.8], prediction="yes"),
+            record("b", inputs={"x": 2.0, "ts": "clash"}, proba=[0.5, 0.5]),
             record("b", row=1, inputs={"x": 2.5, "ts": "clash"}, proba=[0.9, 0.1]),
             record("c", version="2"),
         ]
@@ -204,11 +220,11 @@ def test_export_is_flat_with_a_column_per_feature_and_class(store: PredictionLog
         "ts", "request_id", "row", "model", "version", "x", "input_ts", "prediction",
         "proba_no", "proba_yes", "latency_ms",
     ]  # fmt: skip
-    assert frame["request_id"].tolist() == ["a", "b"]
-    assert frame["row"].tolist() == [0, 1]
-    assert frame["x"].tolist() == [1.5, 2.5]
-    assert frame["proba_yes"].tolist() == [0.8, 0.1]
-    assert frame["prediction"].tolist() == ["yes", "setosa"]
+    assert frame["request_id"].tolist() == ["a", "b", "b"]
+    assert frame["row"].tolist() == [0, 0, 1]
+    assert frame["x"].tolist() == [1.5, 2.0, 2.5]
+    assert frame["proba_yes"].tolist() == [0.8, 0.5, 0.1]
+    assert frame["prediction"].tolist() == ["yes", "setosa", "setosa"]
     assert frame["ts"].iloc[0] == NOW
     without_classes = store.export("iris", "1")
     assert "proba_0" in without_classes.columns

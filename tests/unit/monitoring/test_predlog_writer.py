@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from mlserve.errors import Overloaded
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog import (
+    LoggedRequest,
     PendingPrediction,
     PredictionLogStore,
     PredictionLogWriter,
@@ -32,16 +33,18 @@ WAIT_S = 30.0
 
 
 class BatchRecordingStore(PredictionLogStore):
-    """The real store, remembering how many records each write carried."""
+    """The real store, remembering how many requests and rows each write carried."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.batches: list[int] = []
+        self.requests_per_batch: list[int] = []
 
-    def write(self, records: Sequence[PredictionRecord]) -> None:
-        """Write, then remember the batch size."""
-        super().write(records)
-        self.batches.append(len(records))
+    def write_requests(self, requests: Sequence[LoggedRequest]) -> None:
+        """Write, then remember the batch size in rows and in requests."""
+        super().write_requests(requests)
+        self.batches.append(sum(r.rows for r in requests))
+        self.requests_per_batch.append(len(requests))
 
 
 def pending(
@@ -110,6 +113,7 @@ def test_rows_are_written_in_batches_of_at_most_batch_rows(
     assert max(store.batches) <= 10
     assert sum(store.batches) == 90
     assert len(store.batches) < 30  # requests were grouped, not written one by one
+    assert sum(store.requests_per_batch) == 30  # one database row per request
     assert sample(metrics, "log_written", model="iris", version="1") == 90
 
 
@@ -165,7 +169,10 @@ def test_redacted_features_never_reach_the_database(
         {"sepal_length", "petal_length"}
     ] * 4
     with sqlite3.connect(tmp_path / "predictions.db") as conn:
-        raw = " ".join(row[0] for row in conn.execute("SELECT inputs FROM predictions"))
+        raw = " ".join(
+            a + b for a, b in conn.execute("SELECT features, inputs FROM prediction_requests")
+        )
+        assert raw  # the request was logged
     assert "sepal_width" not in raw
     assert "petal_width" not in raw
 

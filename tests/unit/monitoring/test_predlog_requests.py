@@ -1,0 +1,148 @@
+"""One database row per logged request, expanded back into exactly the rows it predicted."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mlserve.monitoring.predlog import PendingPrediction, PredictionLogStore, to_request
+
+
+@pytest.fixture(scope="module")
+def log_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file for every example (each example logs under a model of its own)."""
+    return tmp_path_factory.mktemp("log") / "p.db"
+
+
+@pytest.fixture(scope="module")
+def store(log_file: Path) -> Iterator[PredictionLogStore]:
+    """A store on ``log_file``; closed after."""
+    opened = PredictionLogStore(f"sqlite:///{log_file}")
+    yield opened
+    opened.close()
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[PendingPrediction, frozenset[str]]:
+    """A request of any shape (NaNs included, as an array or a frame) and the features to
+    redact from it."""
+    rows = draw(st.integers(1, 30))
+    width = draw(st.integers(1, 8))
+    names = [f"f{i}" for i in range(width)]
+    finite_or_nan = st.floats(allow_infinity=False, width=64) | st.just(math.nan)
+    matrix = draw(hnp.arrays(np.float64, (rows, width), elements=finite_or_nan))
+    inputs: np.ndarray | pd.DataFrame = matrix
+    if draw(st.booleans()):
+        frame = pd.DataFrame(matrix, columns=names)
+        if draw(st.booleans()):  # a text column makes the frame mixed
+            frame[names[0]] = draw(
+                st.lists(st.text(max_size=5) | st.none(), min_size=rows, max_size=rows)
+            )
+        inputs = frame
+    classes = draw(st.integers(0, 3))
+    proba = None
+    if classes:
+        proba = draw(hnp.arrays(np.float64, (rows, classes), elements=st.floats(0, 1)))
+    item = PendingPrediction(
+        request_id=uuid.uuid4().hex,
+        ts=time.time(),
+        model=uuid.uuid4().hex,
+        version="1",
+        inputs=inputs,
+        feature_names=names,
+        predictions=np.arange(rows, dtype=np.int64) % 3,
+        proba=proba,
+        classes=[str(c) for c in range(classes)],
+        latency_ms=1.5,
+    )
+    return item, frozenset(draw(st.sets(st.sampled_from(names))))
+
+
+def expected_inputs(item: PendingPrediction, redact: frozenset[str]) -> list[dict[str, Any]]:
+    """Per row, the logged features and their values (NaN and missing as None)."""
+    frame = pd.DataFrame(item.inputs, columns=list(item.feature_names))
+    kept = [name for name in item.feature_names if name not in redact]
+    return [
+        {name: None if pd.isna(frame[name].iloc[i]) else frame[name].iloc[i] for name in kept}
+        for i in range(len(frame))
+    ]
+
+
+@settings(max_examples=80, deadline=None)
+@given(request=requests())
+def test_a_multi_row_request_is_one_database_row_and_expands_back_exactly(
+    store: PredictionLogStore, log_file: Path, request: tuple[PendingPrediction, frozenset[str]]
+) -> None:
+    item, redact = request
+    store.write_requests([to_request(item, redact)])
+
+    with sqlite3.connect(log_file) as conn:
+        logged = conn.execute(
+            "SELECT rows FROM prediction_requests WHERE model = ?", (item.model,)
+        ).fetchall()
+    assert logged == [(item.rows,)]
+    assert store.count(item.model) == item.rows
+
+    records = store.read_records(item.model)
+    assert [(r.request_id, r.row) for r in records] == [
+        (item.request_id, i) for i in range(item.rows)
+    ]
+    assert [r.inputs for r in records] == expected_inputs(item, redact)
+    assert [r.prediction for r in records] == np.asarray(item.predictions).tolist()
+    assert [r.proba for r in records] == (
+        [None] * item.rows if item.proba is None else item.proba.tolist()
+    )
+
+    window = store.read_window(item.model, None, None)
+    kept = [name for name in item.feature_names if name not in redact]
+    assert list(window.inputs.columns) == kept
+    assert len(window.inputs) == len(window.predictions) == len(window.timestamps) == item.rows
+    newest = store.read_window(item.model, None, None, limit=2)
+    assert newest.predictions.tolist() == np.asarray(item.predictions).tolist()[-2:]
+
+    frame = store.export(item.model, None, classes=list(item.classes))
+    assert frame["row"].tolist() == list(range(item.rows))
+    for index, name in enumerate(item.classes):
+        assert item.proba is not None
+        np.testing.assert_array_equal(frame[f"proba_{name}"].to_numpy(), item.proba[:, index])
+
+
+def test_window_limits_cut_into_the_oldest_request_and_span_requests(
+    store: PredictionLogStore,
+) -> None:
+    model = uuid.uuid4().hex
+    items = [
+        PendingPrediction(
+            request_id=f"r{k}",
+            ts=1_700_000_000.0 + k,
+            model=model,
+            version="1",
+            inputs=np.full((rows, 2), float(k)),
+            feature_names=["a", "b"],
+            predictions=np.arange(rows) + 10 * k,
+            proba=None,
+            classes=[],
+            latency_ms=1.0,
+        )
+        for k, rows in enumerate([3, 1, 4])
+    ]
+    store.write_requests([to_request(item, frozenset()) for item in items])
+    newest = store.read_window(model, None, None, limit=6)
+    assert newest.predictions.tolist() == [2, 10, 20, 21, 22, 23]
+    assert newest.inputs["a"].tolist() == [0.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert newest.inputs.index.equals(pd.RangeIndex(6))
+    assert store.read_window(model, None, None, limit=100).predictions.tolist() == [
+        0, 1, 2, 10, 20, 21, 22, 23,
+    ]  # fmt: skip
