@@ -2,14 +2,18 @@
 
 Builds Parquet files of make_classification(n_features=20) rows, then measures
 
-1. rows/s of a RandomForestClassifier(100 trees, depth 8) job on every core, against one
-   in-process ``model.predict`` over the same rows already in memory;
+1. rows/s of a RandomForestClassifier(100 trees, depth 8) job with one worker, one per core,
+   and the default (``--workers`` not given), against one in-process ``model.predict`` over
+   the same rows already in memory;
 2. total time of a LogisticRegression job, against pyarrow alone reading the input and
-   writing an output of the same shape (row, prediction, model_version);
-3. peak RSS of the LogisticRegression job over 1M and 5M rows (coordinator and largest worker).
+   writing an output of the same shape (row, prediction, model_version) in batches of the
+   job's chunk size;
+3. peak RSS of the default LogisticRegression job over 1M and 5M rows, and of the default
+   RandomForest job (the coordinator, and all processes together).
 
 Each job runs in a fresh interpreter, so import and pool start-up are included, as a user sees
-them. Prints a markdown table. Not run by the tests: ``.venv/bin/python bench/batch_bench.py``.
+them; "inside run()" is the job without them. Jobs use the default chunk size. Prints a
+markdown table. Not run by the tests: ``.venv/bin/python bench/batch_bench.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from mlserve.batch.jobs import chunk_rows_for
 from mlserve.monitoring import describe_features
 from mlserve.registry import NewVersion, RegistryStore
 from mlserve.runtimes import dump_sklearn
@@ -40,7 +45,8 @@ from mlserve.types import Signature
 FEATURES = [f"x{i}" for i in range(20)]
 BLOCK_ROWS = 250_000
 ROW_GROUP_ROWS = 100_000
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = chunk_rows_for(len(FEATURES))
+"""The jobs' default chunk size, which the pyarrow floor streams in too."""
 
 # Runs one job in a fresh interpreter and prints its summary plus memory peaks (KiB) as JSON.
 # The coordinator's peak is its VmHWM (getrusage's ru_maxrss would include the RSS this benchmark
@@ -68,12 +74,12 @@ def sample():
         time.sleep(0.02)
 
 def main():
-    home, name, source, output, workers, chunk_rows = sys.argv[1:7]
+    home, name, source, output, workers = sys.argv[1:6]
     home = Path(home)
     store = RegistryStore(f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache")
     model = pin_model(store, name, Path(output))
     threading.Thread(target=sample, daemon=True).start()
-    spec = JobSpec(source, Path(output), chunk_rows=int(chunk_rows), workers=int(workers))
+    spec = JobSpec(source, Path(output), workers=None if workers == "default" else int(workers))
     summary = run(spec, model).to_dict()
     status = Path("/proc/self/status").read_text()
     summary["peak_rss_kib"] = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
@@ -113,8 +119,13 @@ def register(store: RegistryStore, name: str, model: object, folder: Path) -> ob
     return model
 
 
-def run_job(home: Path, name: str, source: Path, output: Path, workers: int) -> dict[str, object]:
-    """One `mlserve.batch.run` in a fresh interpreter; its summary, wall time and peak RSS."""
+def run_job(
+    home: Path, name: str, source: Path, output: Path, workers: int | None
+) -> dict[str, object]:
+    """One `mlserve.batch.run` in a fresh interpreter; its summary, wall time and peak RSS.
+
+    ``workers=None`` leaves the choice to the job, as `mlserve batch` without ``--workers``.
+    """
     started = time.perf_counter()
     result = subprocess.run(
         [
@@ -125,8 +136,7 @@ def run_job(home: Path, name: str, source: Path, output: Path, workers: int) -> 
             name,
             str(source),
             str(output),
-            str(workers),
-            str(CHUNK_ROWS),
+            "default" if workers is None else str(workers),
         ],
         capture_output=True,
         text=True,
@@ -198,37 +208,44 @@ def main() -> None:
 
     rows: list[tuple[str, str, str]] = []
     forest_s, count = in_memory_predict(forest, one_m)
-    for n in sorted({1, workers}):
-        job = run_job(home, "forest", one_m, work / f"forest-{n}.parquet", n)
+    forest_jobs = {}
+    for n in _worker_choices(workers):
+        job = forest_jobs[n] = run_job(home, "forest", one_m, work / f"forest-{n}.parquet", n)
+        wall_s = float(str(job["wall_s"]))
         rows.append(
             (
-                f"RandomForest(100, depth 8), 1M rows, {n} worker{'s' if n > 1 else ''}",
-                f"{count / float(job['wall_s']):,.0f} rows/s ({float(job['wall_s']):.1f} s "
-                f"end to end, {job['seconds']} s inside run())",
-                f"{count / forest_s:,.0f} rows/s: one in-process predict on rows in memory",
+                f"RandomForest(100, depth 8), 1M rows, {_workers_label(n, job)}",
+                f"{count / wall_s:,.0f} rows/s ({wall_s:.1f} s end to end, "
+                f"{job['seconds']} s inside run())",
+                f"{count / forest_s:,.0f} rows/s: one in-process predict on rows in memory "
+                f"(mlserve at {forest_s / wall_s:.2f}x of it)",
             )
         )
     floor_s = pyarrow_floor(one_m, work / "floor-out.parquet")
     logreg_jobs = {}
-    for n in sorted({1, workers}):
+    for n in _worker_choices(workers):
         job = logreg_jobs[n] = run_job(home, "logreg", one_m, work / f"logreg-{n}.parquet", n)
+        wall_s, run_s = float(str(job["wall_s"])), float(str(job["seconds"]))
         rows.append(
             (
-                f"LogisticRegression, 1M rows, {n} worker{'s' if n > 1 else ''}",
-                f"{float(job['wall_s']):.2f} s end to end ({job['seconds']} s inside run())",
-                f"{floor_s:.2f} s: pyarrow alone reads the input and writes the same output",
+                f"LogisticRegression, 1M rows, {_workers_label(n, job)}",
+                f"{wall_s:.2f} s end to end ({run_s} s inside run())",
+                f"{floor_s:.2f} s: pyarrow alone reads the input and writes the same output "
+                f"(mlserve {wall_s / floor_s:.1f}x end to end, {run_s / floor_s:.1f}x inside run())",
             )
         )
-    rss = [("1M", logreg_jobs[workers])]
+    rss = [("LogisticRegression, 1M", logreg_jobs[None])]
     if not args.skip_5m:
-        rss.append(("5M", run_job(home, "logreg", five_m, work / "logreg-5m.parquet", workers)))
+        five_m_job = run_job(home, "logreg", five_m, work / "logreg-5m.parquet", None)
+        rss.append(("LogisticRegression, 5M", five_m_job))
+    rss.append(("RandomForest, 1M", forest_jobs[None]))
     for label, job in rss:
         rows.append(
             (
-                f"Peak RSS, LogisticRegression, {label} rows, {workers} workers",
+                f"Peak RSS, {label} rows, {_workers_label(None, job)}",
                 f"coordinator {int(str(job['peak_rss_kib'])) / 1024:,.0f} MiB; all processes "
                 f"{int(str(job['peak_total_rss_kib'])) / 1024:,.0f} MiB",
-                f"{float(job['wall_s']):.1f} s, {job['rows_read']:,} rows",
+                f"{float(str(job['wall_s'])):.1f} s, {job['rows_read']:,} rows",
             )
         )
     print(
@@ -239,6 +256,19 @@ def main() -> None:
     print("| --- | --- | --- |")
     for name, ours, reference in rows:
         print(f"| {name} | {ours} | {reference} |")
+
+
+def _worker_choices(cores: int) -> list[int | None]:
+    """One worker, one per core, and the default (the job decides)."""
+    return [*sorted({1, cores}), None]
+
+
+def _workers_label(workers: int | None, job: dict[str, object]) -> str:
+    """How many workers a row asked for (and, for the default, how many the job used)."""
+    used = int(str(job["workers"]))
+    if workers is None:
+        return f"default workers (used {used})"
+    return f"{workers} worker{'s' if workers > 1 else ''}"
 
 
 if __name__ == "__main__":

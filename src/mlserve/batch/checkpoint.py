@@ -5,7 +5,7 @@ Layout of ``OUTPUT.mlserve-job/``::
     manifest.json        input fingerprint, pinned model, options (written once, at the start)
     lock                 held (flock) by the running job; the kernel drops it when the job dies
     done/000042.json     chunk 42 is complete: its counts, and whether it has a part or rejects
-    parts/part-00042.parquet
+    parts/part-00042.arrow     (or .parquet, see PartFormat)
     rejects/000042.jsonl
 
 Every file is written to a temporary name and renamed into place, and a chunk's done-marker is
@@ -13,6 +13,11 @@ written only after its part and rejects: a chunk without a marker is redone from
 with a marker is never redone. Chunks are cut deterministically, so a redone chunk replaces the
 files of an interrupted attempt with the same content, which is what makes the output exactly
 once whatever moment the job is killed at.
+
+A killed process loses nothing the kernel has accepted, so only a crash of the machine needs
+fsync: parts and rejects are flushed before their marker is renamed into place (a marker must
+never outlive the data it vouches for), while the marker itself is not flushed: a marker lost
+in a crash only means its chunk is redone, and one left empty is ignored like a missing one.
 """
 
 from __future__ import annotations
@@ -26,13 +31,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from mlserve.errors import Conflict
 
 STATE_SUFFIX = ".mlserve-job"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""Layout of the state folder; 2 added Arrow parts and unflushed markers."""
 _TEMP_PREFIX = ".tmp-"
+
+PartFormat = Literal["arrow", "parquet"]
+"""How chunk parts are stored. Arrow IPC files cost a memory copy to write and nothing to read
+back (memory-mapped), so OUTPUT files are assembled from them with one encoding pass; a Parquet
+folder OUTPUT gets Parquet parts, which become its part files by a rename."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +72,16 @@ class ChunkReport:
 class JobState:
     """The state folder of the job writing ``output``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, parts: PartFormat = "arrow") -> None:
         self.root = root
+        self.parts: PartFormat = parts
         self._lock: IO[bytes] | None = None
 
     @classmethod
-    def for_output(cls, output: Path) -> JobState:
+    def for_output(cls, output: Path, parts: PartFormat = "arrow") -> JobState:
         """The state folder of the job that writes ``output``: ``OUTPUT.mlserve-job``."""
         output = output.absolute()
-        return cls(output.with_name(output.name + STATE_SUFFIX))
+        return cls(output.with_name(output.name + STATE_SUFFIX), parts)
 
     @property
     def manifest_path(self) -> Path:
@@ -78,7 +90,7 @@ class JobState:
 
     def part_path(self, seq: int) -> Path:
         """Chunk ``seq``'s output rows."""
-        return self.root / "parts" / f"part-{seq:05d}.parquet"
+        return self.root / "parts" / f"part-{seq:05d}.{self.parts}"
 
     def rejects_path(self, seq: int) -> Path:
         """Chunk ``seq``'s rejects, one JSON object a line."""
@@ -126,17 +138,27 @@ class JobState:
         write_atomic(self.manifest_path, json.dumps(manifest, indent=2).encode())
 
     def done_chunks(self) -> dict[int, ChunkReport]:
-        """Every chunk with a done-marker."""
+        """Every chunk with a readable done-marker.
+
+        Markers are not flushed to disk, so after a machine crash one may be empty; its chunk
+        counts as not done, and redoing it replaces the marker.
+        """
         reports = {}
         for path in (self.root / "done").glob("*.json"):
-            report = ChunkReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            try:
+                report = ChunkReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError):
+                continue
             reports[report.seq] = report
         return reports
 
     def remove_temporary_files(self) -> None:
-        """Delete files a killed writer left half-written (only call while holding the lock)."""
-        for folder in ("parts", "rejects", "done"):
-            for path in (self.root / folder).glob(f"{_TEMP_PREFIX}*"):
+        """Delete files a killed writer left half-written (only call while holding the lock).
+
+        That includes a one-file OUTPUT being assembled in the state folder itself.
+        """
+        for folder in (self.root, *(self.root / name for name in ("parts", "rejects", "done"))):
+            for path in folder.glob(f"{_TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
 
     def remove(self) -> None:
@@ -153,21 +175,25 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
-def commit(temporary: Path, path: Path) -> None:
-    """Flush ``temporary`` to disk and rename it to ``path`` in one step."""
-    fd = os.open(temporary, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def commit(temporary: Path, path: Path, *, flush: bool = True) -> None:
+    """Rename ``temporary`` to ``path`` in one step; with ``flush``, fsync it first."""
+    if flush:
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     os.replace(temporary, path)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part."""
+def write_atomic(path: Path, data: bytes, *, flush: bool = True) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part.
+
+    ``flush=False`` skips the fsync: for files whose loss in a machine crash costs only a redo.
+    """
     temporary = temporary_path(path)
     try:
         temporary.write_bytes(data)
-        commit(temporary, path)
+        commit(temporary, path, flush=flush)
     finally:
         temporary.unlink(missing_ok=True)

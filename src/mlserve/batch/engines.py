@@ -1,4 +1,4 @@
-"""Where chunks are scored: this process, or a pool of local worker processes.
+"""Where chunks are scored: this process, a pool of local worker processes, or both.
 
 An engine takes chunk tasks lazily and yields each chunk's report as it finishes, keeping at
 most a few chunks per worker in flight: that, with the streaming reader, is what bounds memory.
@@ -7,18 +7,25 @@ The Dask engine (``dask_engine.py``) has the same shape.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
+import pickle
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Protocol
 
 from mlserve.batch.checkpoint import ChunkReport
 from mlserve.batch.pinning import PinnedModel
 from mlserve.batch.workers import ChunkTask, load_model, run_chunk, start_pool_worker
 from mlserve.errors import MlserveError
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2
 """Chunks queued per worker: one being scored, one ready to start."""
@@ -35,12 +42,21 @@ PRELOAD_MODULES = (
 """Imported once by the forkserver, so each worker forks with them instead of importing them
 (unpickling a scikit-learn model imports its modules; a missing one is skipped)."""
 
+RecordsLeft = Callable[[], int | None]
+"""Records the job has not scored yet (None when unknown); asked once the first chunk is done."""
+
+MIN_WORKER_START_S = 0.5
+"""Least time a worker is assumed to take to start (fork, imports left, model load): the
+measured model load is near zero when this process had the model cached already."""
+
 
 class Engine(Protocol):
     """Scores chunk tasks somewhere and reports each finished chunk."""
 
     name: str
     workers: int
+    scores_here: bool
+    """True when this process scores chunks itself (then it has no time to spare)."""
 
     def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
         """Run ``tasks`` (pulled lazily) and yield their reports in completion order."""
@@ -56,6 +72,7 @@ class InlineEngine:
 
     name = "local"
     workers = 1
+    scores_here = True
 
     def __init__(self, model: PinnedModel, *, safe: bool) -> None:
         load_model(model.folder, model.sha256, safe)
@@ -73,15 +90,23 @@ class ProcessPoolEngine:
     """``workers`` processes, each loading the model once when it starts.
 
     Workers come from a forkserver, never ``fork``: forking a parent that runs threads (pyarrow
-    and BLAS pools) can deadlock the child.
+    and BLAS pools) can deadlock the child. With ``score_here``, this process scores chunks too
+    whenever every worker has its queue full, so it is one more worker rather than a reader
+    that mostly waits; it also keeps the job moving while the workers start.
     """
 
     name = "local"
 
-    def __init__(self, model: PinnedModel, *, workers: int, safe: bool) -> None:
+    def __init__(
+        self, model: PinnedModel, *, workers: int, safe: bool, score_here: bool = False
+    ) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(PRELOAD_MODULES))
-        self.workers = workers
+        self.scores_here = score_here
+        self._pool_workers = workers
+        self.workers = workers + 1 if score_here else workers
+        if score_here:
+            load_model(model.folder, model.sha256, safe)
         # Workers hold the read end; when this process dies its write end closes, and they exit.
         lifeline, self._lifeline = context.Pipe(duplex=False)
         self._pool = ProcessPoolExecutor(
@@ -91,27 +116,47 @@ class ProcessPoolEngine:
             initargs=(model.folder, model.sha256, safe, lifeline),
         )
         # Start the workers now, in the background: their imports and model loads then overlap
-        # with the coordinator's own start-up instead of following it.
-        self._warm_up = threading.Thread(target=self._pool.submit, args=(os.getpid,), daemon=True)
+        # with the coordinator's own start-up instead of following it. Until one is ready, a
+        # submit blocks (the pool waits for the forkserver to fork it), so with score_here
+        # nothing is submitted before then.
+        self._ready = threading.Event()
+        self._warm_up = threading.Thread(target=self._start_workers, daemon=True)
         self._warm_up.start()
+
+    def _start_workers(self) -> None:
+        """Run a trivial task, which starts a worker; then chunks may go to the pool."""
+        try:
+            with contextlib.suppress(BrokenProcessPool):  # the first chunk submitted says so
+                wait([self._pool.submit(os.getpid)])
+        finally:
+            self._ready.set()
 
     def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
         """Keep every worker busy with at most IN_FLIGHT_PER_WORKER chunks each."""
-        limit = self.workers * IN_FLIGHT_PER_WORKER
+        limit = self._pool_workers * IN_FLIGHT_PER_WORKER
         pending: set[Future[ChunkReport]] = set()
         source = iter(tasks)
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < limit:
+                while not exhausted and len(pending) < limit and self._may_submit():
                     task = next(source, None)
                     if task is None:
                         exhausted = True
                     else:
                         pending.add(self._pool.submit(run_chunk, task))
-                if not pending:
+                if self.scores_here and not exhausted:
+                    task = next(source, None)
+                    if task is None:
+                        exhausted = True
+                    else:
+                        yield run_chunk(task)
+                    done = {future for future in pending if future.done()}
+                    pending -= done
+                elif not pending:
                     return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                else:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=_seq_of):
                     yield future.result()
         except BrokenProcessPool:
@@ -120,6 +165,10 @@ class ProcessPoolEngine:
                 "saved: run the same command again to resume"
             ) from None
 
+    def _may_submit(self) -> bool:
+        """False while the workers start, when this process has better to do than wait."""
+        return self._ready.is_set() or not self.scores_here
+
     def close(self) -> None:
         """Stop the workers, dropping queued chunks."""
         self._warm_up.join()
@@ -127,13 +176,123 @@ class ProcessPoolEngine:
         self._lifeline.close()
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkCost:
+    """What one chunk cost this process: reading, scoring and writing it, and pickling it.
+
+    Pickling is what sending the chunk to a worker costs here (and about as much there).
+    """
+
+    records: int
+    read_s: float
+    score_s: float
+    ship_s: float = 0.0
+
+
+def helpers_pay_off(
+    first: ChunkCost, records_left: int | None, helpers: int, start_s: float
+) -> bool:
+    """True when ``helpers`` worker processes should finish the job sooner than this one alone.
+
+    With helpers, this process still reads every chunk, sends most of them, and scores what
+    the helpers leave it, so a chunk costs about ``max(read + ship, (read + score + 2 * ship)
+    / (helpers + 1))`` instead of ``read + score``. The time saved over the records left must
+    beat ``start_s``, the time a worker takes to start, counted as pure loss (it is not, as
+    this process keeps scoring meanwhile). Unknown work left counts as plenty.
+    """
+    if helpers < 1 or first.records < 1:
+        return False
+    alone_s = first.read_s + first.score_s
+    shared_s = max(first.read_s + first.ship_s, (alone_s + 2 * first.ship_s) / (helpers + 1))
+    if records_left is None:
+        return shared_s < alone_s
+    return (alone_s - shared_s) * records_left / first.records > start_s
+
+
+class AutoEngine:
+    """The default local engine: this process alone, plus helper processes when they pay off.
+
+    The first chunk is scored here and timed. When it shows that the model, not reading, takes
+    the time and that the job is long enough to repay starting workers (``helpers_pay_off``),
+    one worker process per other idle core (``spare_cores``) starts and this process keeps
+    scoring alongside them; otherwise (a fast model, a small job, no idle core) no worker is
+    started at all. Workers are not started speculatively before that: on a busy machine their
+    imports slowed a job that then did not use them by more than they could save a job that did.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, model: PinnedModel, *, cores: int, safe: bool, records_left: RecordsLeft
+    ) -> None:
+        self._model, self._safe, self._cores = model, safe, cores
+        self._records_left = records_left
+        started = time.perf_counter()
+        load_model(model.folder, model.sha256, safe)
+        self._start_s = max(time.perf_counter() - started, MIN_WORKER_START_S)
+        self._pool: ProcessPoolEngine | None = None
+        self.workers = 1
+        self.scores_here = True
+
+    def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
+        """Score the first chunk here, then the rest here or with helpers, as it showed."""
+        source = iter(tasks)
+        started = time.perf_counter()
+        first = next(source, None)
+        if first is None:
+            return
+        read = time.perf_counter()
+        report = run_chunk(first)
+        scored = time.perf_counter()
+        helpers = spare_cores(self._cores)
+        if helpers > 0:
+            pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL)  # as sending it to one would
+        shipped = time.perf_counter()
+        cost = ChunkCost(first.chunk.records, read - started, scored - read, shipped - scored)
+        yield report
+        if helpers_pay_off(cost, self._records_left(), helpers, self._start_s):
+            log.info(
+                "batch helpers started",
+                extra={"helpers": helpers, "chunk_s": round(cost.score_s, 3)},
+            )
+            self._pool = ProcessPoolEngine(
+                self._model, workers=helpers, safe=self._safe, score_here=True
+            )
+            self.workers = self._pool.workers
+            yield from self._pool.map_chunks(source)
+        else:
+            for task in source:
+                yield run_chunk(task)
+
+    def close(self) -> None:
+        """Stop the helpers, if any started."""
+        if self._pool is not None:
+            self._pool.close()
+
+
+def spare_cores(cores: int, load: float | None = None) -> int:
+    """Cores the 1-minute load average (``load``, else this machine's) leaves idle besides ours.
+
+    On a shared machine a worker for a core that others keep busy only adds its start-up and
+    the cost of sending it rows: under a steady load of two on two cores, a 1M-row forest job
+    was slower with a helper than without.
+    """
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(0, round(cores - load) - 1)
+
+
 def _seq_of(future: Future[ChunkReport]) -> int:
     """Order for reports finishing together (failed futures first, so errors surface)."""
     return -1 if future.exception() is not None else future.result().seq
 
 
-def local_engine(model: PinnedModel, *, workers: int, safe: bool) -> Engine:
-    """The local engine: in this process for one worker, else a process pool."""
+def local_engine(
+    model: PinnedModel, *, workers: int | None, cores: int, safe: bool, records_left: RecordsLeft
+) -> Engine:
+    """The local engine: ``workers`` processes as asked (1: this one), or AutoEngine for None."""
+    if workers is None:
+        return AutoEngine(model, cores=cores, safe=safe, records_left=records_left)
     if workers <= 1:
         return InlineEngine(model, safe=safe)
     return ProcessPoolEngine(model, workers=workers, safe=safe)

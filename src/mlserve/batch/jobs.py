@@ -1,7 +1,8 @@
 """Batch jobs: what to run (JobSpec), running it (run) and what it did (JobSummary).
 
 A job streams INPUT in deterministic chunks, scores them on an engine, checkpoints each chunk
-(see ``checkpoint.py``) and, once every chunk is done, assembles OUTPUT and the rejects file.
+(see ``checkpoint.py``) and assembles OUTPUT and the rejects file from them (``assembly.py``),
+which appear once every chunk is done.
 Run the same job again after any interruption and it resumes: finished chunks are skipped, the
 input and model are checked against the job's manifest, and the model version pinned at the
 start is used throughout.
@@ -19,27 +20,35 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from mlserve.batch.assembly import OutputAssembler, assemble_rejects, fallback_schema
 from mlserve.batch.checkpoint import MANIFEST_FORMAT, ChunkReport, JobState
 from mlserve.batch.engines import Engine, local_engine
 from mlserve.batch.pinning import PinnedModel
 from mlserve.batch.readers import InputSet, ReadPlan, ReadProgress, discover_inputs, iter_chunks
 from mlserve.batch.scoring import PROBA_PREFIX, RESERVED_COLUMNS, ScoringOptions
 from mlserve.batch.workers import ChunkTask, cached_runtime, load_model
-from mlserve.batch.writers import (
-    OutputFormat,
-    OutputTarget,
-    assemble_output,
-    assemble_rejects,
-    fallback_schema,
-)
+from mlserve.batch.writers import OutputFormat, OutputTarget
 from mlserve.errors import Conflict, DatasetError, InvalidInput
 from mlserve.monitoring.batch_metrics import BatchMetrics
 
 log = logging.getLogger(__name__)
 
 EngineName = Literal["local", "dask"]
-DEFAULT_CHUNK_ROWS = 10_000
+DEFAULT_CHUNK_ROWS: int | None = None
+"""None: each job sizes its chunks by the width of its input (see ``chunk_rows_for``)."""
+CHUNK_BYTES = 8 << 20
+"""Default chunk size in bytes of input values (8 per value read): large enough that what a
+chunk costs besides its rows (a predict call, a part, a marker, an fsync) disappears in them,
+small enough that a few chunks per worker in flight stay within memory whatever the width."""
+CHUNK_ROWS_RANGE = (1_000, 100_000)
+"""Bounds of the default chunk size in records."""
 REJECTS_SUFFIX = ".rejects.jsonl"
+
+
+def chunk_rows_for(columns: int) -> int:
+    """Records per chunk when none is asked for: CHUNK_BYTES of ``columns`` values each."""
+    low, high = CHUNK_ROWS_RANGE
+    return max(low, min(high, CHUNK_BYTES // (8 * max(columns, 1))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +63,15 @@ class JobSpec:
     """A file, a folder or a glob of CSV, Parquet or JSON Lines files; a path or fsspec URL."""
     output: Path
     """``*.parquet`` / ``*.csv`` for one file; any other path is a folder of part files."""
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_rows: int | None = DEFAULT_CHUNK_ROWS
+    """Records per chunk; None sizes chunks by the input's width (``chunk_rows_for``)."""
     engine: EngineName = "local"
     address: str | None = None
     """Dask scheduler address (``tcp://host:8786``); None starts a LocalCluster."""
     workers: int | None = None
-    """Worker processes; None means one per available core."""
+    """Worker processes. None: for the local engine, this process alone unless its first chunk
+    shows that workers on the other idle cores pay off (see ``AutoEngine``); for Dask, one per
+    core of a LocalCluster."""
     id_column: str | None = None
     passthrough: tuple[str, ...] = ()
     proba: bool = False
@@ -74,7 +86,7 @@ class JobSpec:
 
     def check(self) -> None:
         """Raise InvalidInput naming the first inconsistent option."""
-        if self.chunk_rows < 1:
+        if self.chunk_rows is not None and self.chunk_rows < 1:
             raise InvalidInput("--chunk-rows must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise InvalidInput("--workers must be at least 1")
@@ -101,14 +113,15 @@ class JobSpec:
 
     @property
     def worker_count(self) -> int:
-        """Workers to start: as asked, else one per core this process may use."""
-        if self.workers is not None:
-            return self.workers
-        return (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        """Workers to start up front: as asked, else one per core this process may use."""
+        return self.workers if self.workers is not None else available_cores()
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,58 +186,63 @@ def run(
     caller's ``__main__``: a script calling this must guard its entry point with
     ``if __name__ == "__main__":``, as for any multiprocessing code.
     """
-    hooks = _Hooks(progress, metrics, started=time.monotonic())
+    started = time.monotonic()
     spec.check()
-    state = JobState.for_output(OutputTarget.from_path(spec.output, spec.output_format).path)
-    engine = _engine(spec, model, state)  # workers start while this process gets ready
+    target = OutputTarget.from_path(spec.output, spec.output_format)
+    state = JobState.for_output(target.path, target.part_format)
+    tally = _Tally(model, metrics, started, discover_inputs(spec.input))
+    engine = _engine(spec, model, state, tally)  # workers start while this process gets ready
     try:
-        return _run(spec, model, engine, hooks)
+        return _run(spec, model, engine, tally, progress)
     finally:
         engine.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Hooks:
-    """What a run reports to, and since when."""
-
-    progress: ProgressCallback | None
-    metrics: BatchMetrics | None
-    started: float
-
-
-def _run(spec: JobSpec, model: PinnedModel, engine: Engine, hooks: _Hooks) -> JobSummary:
+def _run(
+    spec: JobSpec,
+    model: PinnedModel,
+    engine: Engine,
+    tally: _Tally,
+    progress: ProgressCallback | None,
+) -> JobSummary:
     """The body of :func:`run`, once the engine is starting."""
-    progress, metrics, started = hooks.progress, hooks.metrics, hooks.started
     target = OutputTarget.from_path(spec.output, spec.output_format)
-    state = JobState.for_output(target.path)
+    state = JobState.for_output(target.path, target.part_format)
     load_model(model.folder, model.sha256, spec.safe_loading)  # fail here, not in a worker
     runtime = cached_runtime(model.sha256)
     if spec.proba and not runtime.has_proba:
         raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
     options = ScoringOptions(model.label, spec.id_column, spec.passthrough, spec.proba)
-    inputs = discover_inputs(spec.input)
+    columns = options.input_columns(model.signature.feature_names)
+    chunk_rows = spec.chunk_rows or chunk_rows_for(len(columns))
+    inputs = tally.inputs
     with state.locked():
-        resumed = _open(state, _manifest(spec, target, inputs, model, options))
-        tally = _Tally(model, metrics, started, inputs)
-        for report in resumed.values():
-            tally.add(report, this_run=False)
-        columns = options.input_columns(model.signature.feature_names)
-        plan = ReadPlan(columns, spec.chunk_rows, done=frozenset(resumed))
-        tasks = (
-            ChunkTask(chunk, state.root, options, model.sha256)
-            for chunk in iter_chunks(inputs, plan, tally.read)
-        )
-        log.info(
-            "batch job started",
-            extra={"model": model.name, "version": model.version, "resumed_chunks": len(resumed)},
-        )
-        for report in engine.map_chunks(tasks):
-            tally.add(report, this_run=True)
-            if progress is not None:
-                progress(tally.progress())
-        proba_columns = [f"{PROBA_PREFIX}{c}" for c in runtime.classes] if spec.proba else []
-        fallback = fallback_schema(options.carried, spec.id_column is not None, proba_columns)
-        _finish(spec, state, target, tally, fallback)
+        resumed = _open(state, _manifest(spec, chunk_rows, target, inputs, model, options))
+        with OutputAssembler(state, target, stream=not engine.scores_here) as assembler:
+            for report in resumed.values():
+                tally.add(report, this_run=False)
+                assembler.add(report)
+            plan = ReadPlan(columns, chunk_rows, done=frozenset(resumed))
+            tasks = (
+                ChunkTask(chunk, state.root, options, model.sha256, state.parts)
+                for chunk in iter_chunks(inputs, plan, tally.read)
+            )
+            log.info(
+                "batch job started",
+                extra={
+                    "model": model.name,
+                    "version": model.version,
+                    "resumed_chunks": len(resumed),
+                },
+            )
+            for report in engine.map_chunks(tasks):
+                tally.add(report, this_run=True)
+                assembler.add(report)
+                if progress is not None:
+                    progress(tally.progress())
+            proba_columns = [f"{PROBA_PREFIX}{c}" for c in runtime.classes] if spec.proba else []
+            fallback = fallback_schema(options.carried, spec.id_column is not None, proba_columns)
+            _finish(spec, state, assembler, tally, fallback)
     summary = tally.summary(spec, engine, target, resumed=len(resumed))
     tally.record_run(succeeded=True)
     log.info("batch job finished", extra={"model": model.name, "version": model.version})
@@ -243,19 +261,23 @@ def _open(state: JobState, manifest: dict[str, Any]) -> dict[int, ChunkReport]:
 
 
 def _finish(
-    spec: JobSpec, state: JobState, target: OutputTarget, tally: _Tally, fallback: pa.Schema
+    spec: JobSpec,
+    state: JobState,
+    assembler: OutputAssembler,
+    tally: _Tally,
+    fallback: pa.Schema,
 ) -> None:
-    """Write the rejects file, check the reject rate, assemble OUTPUT, drop the state folder."""
+    """Write the rejects file, check the reject rate, put OUTPUT in place, drop the state."""
     assemble_rejects(state, tally.reports, spec.rejects_file)
     problem = _reject_rate_problem(spec, tally)
     if problem is not None:
         tally.record_run(succeeded=False)
         raise DatasetError(problem)
-    assemble_output(state, target, tally.reports, fallback)
+    assembler.finish(tally.reports, fallback)
     state.remove()
 
 
-def _engine(spec: JobSpec, model: PinnedModel, state: JobState) -> Engine:
+def _engine(spec: JobSpec, model: PinnedModel, state: JobState, tally: _Tally) -> Engine:
     if spec.engine == "dask":
         from mlserve.batch.dask_engine import DaskEngine  # keeps Dask an optional extra
 
@@ -266,7 +288,13 @@ def _engine(spec: JobSpec, model: PinnedModel, state: JobState) -> Engine:
             safe=spec.safe_loading,
             state_root=state.root,
         )
-    return local_engine(model, workers=spec.worker_count, safe=spec.safe_loading)
+    return local_engine(
+        model,
+        workers=spec.workers,
+        cores=available_cores(),
+        safe=spec.safe_loading,
+        records_left=tally.records_left,
+    )
 
 
 class _Tally:
@@ -276,7 +304,7 @@ class _Tally:
         self, model: PinnedModel, metrics: BatchMetrics | None, started: float, inputs: InputSet
     ) -> None:
         self._model, self._metrics, self._started = model, metrics, started
-        self._inputs = inputs
+        self.inputs = inputs
         self._exact_total = inputs.exact_records()
         self.read = ReadProgress()
         self.reports: list[ChunkReport] = []
@@ -305,7 +333,7 @@ class _Tally:
         """Where the job is now."""
         total = self._exact_total
         if total is None and self.read.bytes_read > 0:
-            estimate = self.read.records * self._inputs.total_bytes / self.read.bytes_read
+            estimate = self.read.records * self.inputs.total_bytes / self.read.bytes_read
             total = max(int(estimate), self.records)
         return Progress(
             rows_done=self.records,
@@ -315,6 +343,11 @@ class _Tally:
             elapsed_s=time.monotonic() - self._started,
             rows_this_run=self.records_this_run,
         )
+
+    def records_left(self) -> int | None:
+        """Records not scored yet (estimated for CSV and JSON Lines), None when unknown."""
+        total = self.progress().rows_total
+        return None if total is None else max(total - self.records, 0)
 
     @property
     def rows_per_second(self) -> float:
@@ -360,6 +393,7 @@ class _Tally:
 
 def _manifest(
     spec: JobSpec,
+    chunk_rows: int,
     target: OutputTarget,
     inputs: InputSet,
     model: PinnedModel,
@@ -371,7 +405,7 @@ def _manifest(
         "input": {"spec": spec.input, "files": inputs.fingerprint()},
         "model": model.describe(),
         "options": {
-            "chunk_rows": spec.chunk_rows,
+            "chunk_rows": chunk_rows,
             "id_column": options.id_column,
             "passthrough": list(options.passthrough),
             "proba": options.proba,

@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlserve.batch.checkpoint import JobState
 from mlserve.errors import Conflict
-from mlserve.registry import RegistryStore
 from mlserve.types import ModelRef, Signature, read_manifest, verify_artifact
+
+if TYPE_CHECKING:
+    # Only a type here (callers pass the store in). Worker processes import this package, and
+    # importing the registry would cost each of them SQLAlchemy and Alembic (~0.5 s) for
+    # nothing: no cycle is hidden here, mlserve.registry never imports mlserve.batch.
+    from mlserve.registry import RegistryStore
 
 log = logging.getLogger(__name__)
 

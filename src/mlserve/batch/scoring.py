@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
-from mlserve.runtimes import Runtime
-from mlserve.types import Feature
+from mlserve.runtimes import Batch, Runtime
+from mlserve.types import Feature, Signature
 
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
@@ -64,9 +64,10 @@ class ScoredChunk:
 def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> ScoredChunk:
     """Validate, predict and shape one chunk. Rejects come out in record order."""
     rejects = list(chunk.bad)
-    features = runtime.signature.inputs
     if chunk.texts is not None:
-        columns, rows, lines, parse_rejects = _parse_json_lines(chunk, options, features)
+        columns, rows, lines, parse_rejects = _parse_json_lines(
+            chunk, options, runtime.signature.inputs
+        )
         rejects.extend(parse_rejects)
     else:
         table = chunk.table if chunk.table is not None else pa.table({})
@@ -74,26 +75,23 @@ def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> Scor
         rows, lines = chunk.rows, chunk.lines
     count = len(rows)
     problems = _Problems(count)
-    values: dict[str, np.ndarray] = {}
-    for feature in features:
-        column = columns.get(feature.name, pa.nulls(count))
-        values[feature.name] = _convert(feature, column, problems)
+    batch = _model_input(runtime.signature, columns, count, problems)
     accepted = problems.clean_positions()
-    frame = pd.DataFrame({name: array[accepted] for name, array in values.items()})
-    predictions, probabilities, failed = _predict(runtime, frame, options.proba)
+    predictions, probabilities, failed = _predict(runtime, _rows_of(batch, accepted), options.proba)
     for position, reason in failed.items():
         problems.flag_one(int(accepted[position]), reason)
     if failed:
         accepted = np.delete(accepted, list(failed))
-    ids = _ids(columns, options.id_column, count)
-    for index, reason in problems.flagged():
+    flagged = problems.flagged()
+    ids = _ids(columns, options.id_column, [index for index, _ in flagged])
+    for (index, reason), record_id in zip(flagged, ids, strict=True):
         rejects.append(
             Reject(
                 row=int(rows[index]),
                 file=chunk.file,
                 line=int(lines[index]) if lines is not None else None,
                 reason=reason,
-                id=ids[index] if ids is not None else None,
+                id=record_id,
             )
         )
     rejects.sort(key=lambda r: r.row)
@@ -101,6 +99,36 @@ def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> Scor
         columns, rows, accepted, predictions, probabilities, runtime.classes, options
     )
     return ScoredChunk(output, tuple(rejects))
+
+
+def _model_input(
+    signature: Signature, columns: dict[str, Any], count: int, problems: _Problems
+) -> Batch:
+    """Every record's features as the model takes them; records that have none are flagged.
+
+    An all-numeric signature gets one float64 matrix in signature order, filled column by
+    column (Fortran order, which is also the layout pandas and scikit-learn keep a float frame
+    in, so neither copies it again). Categorical features need a frame of Python objects.
+    """
+    features = signature.inputs
+    if signature.is_all_numeric:
+        matrix = np.empty((count, len(features)), dtype=np.float64, order="F")
+        for index, feature in enumerate(features):
+            matrix[:, index] = _convert(feature, columns.get(feature.name), count, problems)
+        return matrix
+    return pd.DataFrame(
+        {f.name: _convert(f, columns.get(f.name), count, problems) for f in features}
+    )
+
+
+def _rows_of(batch: Batch, positions: np.ndarray) -> Batch:
+    """The records of ``batch`` at ``positions`` (``batch`` itself when that is all of them)."""
+    if len(positions) == len(batch):
+        return batch
+    if isinstance(batch, pd.DataFrame):
+        return batch.iloc[positions].reset_index(drop=True)
+    picked: np.ndarray = batch[positions]
+    return picked
 
 
 class _Problems:
@@ -198,11 +226,14 @@ def _as_array(cells: list[Any]) -> pa.Array:
 
 
 def _convert(
-    feature: Feature, column: pa.Array | pa.ChunkedArray, problems: _Problems
+    feature: Feature, column: pa.Array | pa.ChunkedArray | None, count: int, problems: _Problems
 ) -> np.ndarray:
     """Model-ready values of one feature; records that cannot give one are flagged."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    if column is None:
+        column = pa.nulls(count)
+    elif isinstance(column, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk; most chunks are one piece of one batch
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if feature.kind == "categorical":
         return _categorical(feature, column, problems)
     if feature.kind == "boolean" and _is_text(column.type):
@@ -234,8 +265,11 @@ def _numeric(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndar
             np.ones(len(column), dtype=bool), f"feature {name!r} has unsupported type {kind}"
         )
         return np.full(len(column), np.nan)
-    _flag_missing(feature, np.isnan(floats), problems)
-    problems.flag(np.isinf(floats), f"feature {name!r} is not finite")
+    finite = np.isfinite(floats)
+    if not finite.all():  # one pass for the usual clean column, two more only when needed
+        missing = np.isnan(floats)
+        _flag_missing(feature, missing, problems)
+        problems.flag(~finite & ~missing, f"feature {name!r} is not finite")
     return floats
 
 
@@ -279,17 +313,17 @@ def _to_numpy(array: pa.Array) -> np.ndarray:
 
 
 def _predict(
-    runtime: Runtime, frame: pd.DataFrame, proba: bool
+    runtime: Runtime, batch: Batch, proba: bool
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str]]:
     """Predictions for every row the model accepts, and why it refused the others.
 
     A failed call is split in halves until the rows at fault are alone, so one bad row costs
     about 2 * log2(rows) extra calls instead of failing its whole chunk.
     """
-    if frame.empty:
+    if not len(batch):
         return None, None, {}
     failed: dict[int, str] = {}
-    parts = _bisect(runtime, frame, proba, 0, len(frame), failed)
+    parts = _bisect(runtime, batch, proba, 0, len(batch), failed)
     if not parts:
         return None, None, failed
     predictions = np.concatenate([p for p, _ in parts])
@@ -299,14 +333,14 @@ def _predict(
 
 def _bisect(
     runtime: Runtime,
-    frame: pd.DataFrame,
+    batch: Batch,
     proba: bool,
     start: int,
     stop: int,
     failed: dict[int, str],
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Results of rows ``start:stop`` in order, in as few calls as the bad rows allow."""
-    part = frame.iloc[start:stop]
+    part = batch.iloc[start:stop] if isinstance(batch, pd.DataFrame) else batch[start:stop]
     try:
         predicted = np.asarray(runtime.predict(part))
         probabilities = np.asarray(runtime.predict_proba(part)) if proba else None
@@ -319,17 +353,18 @@ def _bisect(
             return []
         middle = (start + stop) // 2
         return [
-            *_bisect(runtime, frame, proba, start, middle, failed),
-            *_bisect(runtime, frame, proba, middle, stop, failed),
+            *_bisect(runtime, batch, proba, start, middle, failed),
+            *_bisect(runtime, batch, proba, middle, stop, failed),
         ]
     return [(predicted, probabilities)]
 
 
-def _ids(columns: dict[str, Any], id_column: str | None, count: int) -> list[Any] | None:
-    if id_column is None:
-        return None
-    column = columns.get(id_column)
-    return [None] * count if column is None else list(column.to_pylist())
+def _ids(columns: dict[str, Any], id_column: str | None, positions: list[int]) -> list[Any]:
+    """The id of each record at ``positions`` (None without an id column)."""
+    column = columns.get(id_column) if id_column is not None else None
+    if column is None or not positions:
+        return [None] * len(positions)
+    return list(column.take(pa.array(positions, type=pa.int64())).to_pylist())
 
 
 def _output_table(
@@ -344,23 +379,28 @@ def _output_table(
     """Carried columns (or ``row``), ``prediction``, ``proba_<class>``…, ``model_version``."""
     if predictions is None or not len(accepted):
         return None
-    take = pa.array(accepted)
-    out: dict[str, pa.Array] = {}
+    every = len(accepted) == len(rows)  # the usual clean chunk: carried columns as they are
+    take = None if every else pa.array(accepted)
+    out: dict[str, pa.Array | pa.ChunkedArray] = {}
     if options.id_column is None:
-        out[ROW] = pa.array(rows[accepted], type=pa.int64())
+        out[ROW] = pa.array(rows if every else rows[accepted], type=pa.int64())
     for name in options.carried:
         column = columns.get(name)
-        out[name] = pa.nulls(len(accepted)) if column is None else column.take(take)
-    out[PREDICTION] = pa.array(_plain(predictions))
+        if column is None:
+            out[name] = pa.nulls(len(accepted))
+        else:
+            out[name] = column if take is None else column.take(take)
+    out[PREDICTION] = _prediction_array(predictions)
     if probabilities is not None:
         for index, label in enumerate(classes):
             out[f"{PROBA_PREFIX}{label}"] = pa.array(probabilities[:, index], type=pa.float64())
-    out[MODEL_VERSION] = pa.array([options.model_version] * len(accepted), type=pa.string())
+    out[MODEL_VERSION] = pa.repeat(pa.scalar(options.model_version, pa.string()), len(accepted))
     return pa.table(out)
 
 
-def _plain(predictions: np.ndarray) -> np.ndarray | list[Any]:
-    """Predictions pyarrow can convert: object arrays become lists of Python scalars."""
-    if predictions.dtype == object:
-        return [p.item() if isinstance(p, np.generic) else p for p in predictions]
-    return predictions
+def _prediction_array(predictions: np.ndarray) -> pa.Array:
+    """Predictions as an Arrow array; object arrays (string labels) convert in one call too."""
+    try:
+        return pa.array(predictions)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed or exotic labels: one by one
+        return pa.array([p.item() if isinstance(p, np.generic) else p for p in predictions])

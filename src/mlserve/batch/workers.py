@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from mlserve.batch.checkpoint import ChunkReport, JobState
+from mlserve.batch.checkpoint import ChunkReport, JobState, PartFormat
 from mlserve.batch.chunks import Chunk
 from mlserve.batch.scoring import ScoringOptions, score_chunk
 from mlserve.batch.writers import write_chunk
@@ -57,6 +57,7 @@ class ChunkTask:
     state_root: Path
     options: ScoringOptions
     model_sha256: str
+    part_format: PartFormat = "arrow"
 
 
 def load_model(folder: Path, sha256: str, safe: bool) -> None:
@@ -124,7 +125,7 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
         raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
     scored = score_chunk(task.chunk, runtime, task.options)
     return write_chunk(
-        JobState(task.state_root),
+        JobState(task.state_root, task.part_format),
         task.chunk.seq,
         scored,
         records=task.chunk.records,

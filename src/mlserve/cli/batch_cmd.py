@@ -55,10 +55,19 @@ def batch(
         typer.Option(help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)."),
     ] = None,
     chunk_rows: Annotated[
-        int, typer.Option(help="Records per chunk: the unit of work, memory and checkpoints.")
-    ] = 10_000,  # mlserve.batch.DEFAULT_CHUNK_ROWS; a test keeps the two equal
+        int | None,
+        typer.Option(
+            help="Records per chunk: the unit of work, memory and checkpoints "
+            "(default: about 8 MiB of input values, 1,000 to 100,000 records)."
+        ),
+    ] = None,  # mlserve.batch.DEFAULT_CHUNK_ROWS; a test keeps the two equal
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: one per core).")
+        int | None,
+        typer.Option(
+            help="Worker processes (default: this one, plus one per other idle core when "
+            "timing the first chunk shows the model is slow enough to repay starting them; "
+            "dask: one per core)."
+        ),
     ] = None,
     id_column: Annotated[
         str | None, typer.Option(help="Input column copied to the output to identify rows.")

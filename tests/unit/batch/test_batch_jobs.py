@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from mlserve.batch import JobSpec, PinnedModel, Progress, pin_model, run
 from mlserve.batch.checkpoint import JobState
+from mlserve.batch.jobs import chunk_rows_for
 from mlserve.errors import ConfigError, Conflict, DatasetError
 from mlserve.monitoring.batch_metrics import BatchMetrics
 from mlserve.registry import RegistryStore
@@ -67,6 +68,24 @@ def test_an_interrupted_job_resumes_and_writes_every_row_once(
         str(i) for i in range(1000, 1500)
     ]  # CSV: text
     assert not JobState.for_output(output).root.exists()
+
+
+def test_a_chunk_whose_done_marker_was_left_empty_is_redone(
+    tmp_path: Path, csv_input: Path, churn_model: PinnedModel
+) -> None:
+    run(spec_for(csv_input, tmp_path / "clean.parquet"), churn_model)
+    output = tmp_path / "out.parquet"
+    with pytest.raises(Interrupted):
+        run(spec_for(csv_input, output), churn_model, progress=stop_after(3))
+    JobState.for_output(output).marker_path(1).write_bytes(b"")  # markers are not fsynced
+    summary = run(spec_for(csv_input, output), churn_model)
+    assert summary.chunks_resumed == 2
+    assert pd.read_parquet(output).equals(pd.read_parquet(tmp_path / "clean.parquet"))
+
+
+def test_default_chunks_hold_about_8_mib_of_input_values() -> None:
+    assert chunk_rows_for(20) == 52_428
+    assert (chunk_rows_for(1), chunk_rows_for(50_000)) == (100_000, 1_000)
 
 
 def test_a_changed_input_file_is_refused_on_resume(

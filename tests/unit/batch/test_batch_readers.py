@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import fsspec
@@ -112,3 +113,21 @@ def test_compressed_csv_and_json_lines_are_read_through(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text("[]")
     with pytest.raises(DatasetError, match="unsupported file type"):
         discover_inputs(str(tmp_path / "data.json"))
+
+
+def test_a_chunk_sent_to_a_worker_process_arrives_whole(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": np.arange(25), "b": [f"x{i}" for i in range(25)]})
+    frame.to_parquet(tmp_path / "data.parquet", row_group_size=8)
+    chunks = list(
+        iter_chunks(discover_inputs(str(tmp_path / "data.parquet")), ReadPlan(COLUMNS, 10))
+    )
+    for chunk in chunks:  # slices of batches, some spanning two row groups
+        copy = pickle.loads(pickle.dumps(chunk))
+        assert chunk.table is not None
+        assert copy.table is not None
+        assert copy.table.equals(chunk.table)
+        assert (copy.seq, copy.file, copy.rows.tolist()) == (
+            chunk.seq,
+            chunk.file,
+            chunk.rows.tolist(),
+        )

@@ -7,12 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from batch_data import FEATURES, input_frame
+from batch_data import FEATURES, NUMERIC, feature_frame, input_frame
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from mlserve.batch import PinnedModel
 from mlserve.batch.readers import ReadPlan, discover_inputs, iter_chunks
 from mlserve.batch.scoring import ScoredChunk, ScoringOptions, score_chunk
-from mlserve.runtimes import Runtime, load_runtime
+from mlserve.monitoring import describe_features
+from mlserve.runtimes import Runtime, SklearnRuntime, load_runtime
+from mlserve.types import Signature
 
 
 @pytest.fixture
@@ -122,3 +127,44 @@ def test_one_bad_row_costs_a_few_extra_calls_not_the_chunk(
     assert scored.table is not None
     assert scored.table.num_rows == 63
     assert len(calls) <= 2 * 6 + 1  # log2(64) levels, two halves each, plus the first call
+
+
+@pytest.fixture
+def numeric_runtime() -> SklearnRuntime:
+    """A scaler + logistic regression fitted on a frame of the four numeric features."""
+    frame = feature_frame(200, seed=3)[NUMERIC]
+    target = np.where(frame["f0"] > 0, "yes", "no")
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, target)
+    return SklearnRuntime(model, Signature(inputs=describe_features(frame), task="classification"))
+
+
+def test_an_all_numeric_model_gets_one_float_matrix_and_the_same_predictions(
+    tmp_path: Path, numeric_runtime: SklearnRuntime
+) -> None:
+    frame = feature_frame(40, seed=4)[NUMERIC].astype(object)
+    frame.loc[3, "f1"] = None  # missing, and training had no missing values
+    frame.loc[5, "f2"] = float("inf")
+    frame.loc[7, "f3"] = "oops"
+    frame.to_csv(tmp_path / "in.csv", index_label="id")
+    options = ScoringOptions("num:1", id_column="id")
+    plan = ReadPlan(options.input_columns(NUMERIC), 1000)
+    [chunk] = iter_chunks(discover_inputs(str(tmp_path / "in.csv")), plan)
+    calls: list[object] = []
+    predict = numeric_runtime.predict
+
+    def recording_predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch)
+        return predict(batch)
+
+    numeric_runtime.predict = recording_predict  # see what the model gets
+    scored = score_chunk(chunk, numeric_runtime, options)
+    assert isinstance(calls[0], np.ndarray)
+    assert calls[0].shape == (37, 4)
+    assert [(r.id, r.reason) for r in scored.rejects] == [
+        ("3", "feature 'f1' is missing"),
+        ("5", "feature 'f2' is not finite"),
+        ("7", "feature 'f3' is not a number: 'oops'"),
+    ]
+    good = feature_frame(40, seed=4)[NUMERIC].drop(index=[3, 5, 7])
+    assert scored.table is not None
+    assert scored.table.column("prediction").to_pylist() == list(predict(good))
