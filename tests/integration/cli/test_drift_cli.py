@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_harness import Call, Result, assert_ok, assert_one_line_error, open_registry, run_cli_all
+from drift_customers import customers
 
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionRecord
 from mlserve.registry import NewVersion
@@ -20,21 +21,6 @@ from mlserve.runtimes import load_runtime
 from mlserve.training import TrainRequest, train
 
 FEATURES = ["plan", "region", "monthly", "tenure"]
-
-
-def customers(rows: int, seed: int, *, monthly_shift: float = 0.0) -> pd.DataFrame:
-    """Categorical plan (some missing) and region, numeric monthly and tenure."""
-    rng = np.random.default_rng(seed)
-    plan = rng.choice(["basic", "pro", "team"], rows, p=[0.5, 0.3, 0.2]).astype(object)
-    plan[rng.random(rows) < 0.05] = None
-    return pd.DataFrame(
-        {
-            "plan": plan,
-            "region": rng.choice(["eu", "us", "apac"], rows, p=[0.5, 0.3, 0.2]),
-            "monthly": rng.normal(50.0 + monthly_shift, 10.0, rows).round(2),
-            "tenure": rng.integers(1, 60, rows),
-        }
-    )
 
 
 @dataclass(frozen=True)
