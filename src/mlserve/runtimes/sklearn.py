@@ -12,6 +12,7 @@ import pandas as pd
 
 from mlserve.errors import ArtifactError, InvalidInput, UnsafeArtifact
 from mlserve.runtimes.base import Batch
+from mlserve.runtimes.forest import ForestKernel
 from mlserve.types import Signature, VersionManifest
 
 SKOPS_SUFFIX = ".skops"
@@ -77,6 +78,7 @@ class SklearnRuntime:
         self._has_proba = hasattr(estimator, "predict_proba")
         raw_classes = getattr(estimator, "classes_", None)
         self._classes: list[object] = [] if raw_classes is None else list(raw_classes)
+        self._prefix, self._kernel = _forest_kernel(estimator)
 
     @classmethod
     def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> SklearnRuntime:
@@ -98,15 +100,45 @@ class SklearnRuntime:
         """Class labels in ``predict_proba`` column order (empty for regressors)."""
         return self._classes
 
+    @property
+    def uses_forest_kernel(self) -> bool:
+        """True when forest predictions skip scikit-learn's per-call overhead
+        (``runtimes/forest.py``)."""
+        return self._kernel is not None
+
     def predict(self, batch: Batch) -> np.ndarray:
         """Predict one output per row."""
-        return np.asarray(self._estimator.predict(self._prepare(batch)))
+        x = self._prepare(batch)
+        if self._kernel is None:
+            return np.asarray(self._estimator.predict(x))
+        features = self._forest_input(x)
+        if isinstance(features, np.ndarray) and self._kernel.accepts(features):
+            return self._kernel.predict(features)
+        return np.asarray(self._forest_step().predict(features))
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
         """Class probabilities; raises InvalidInput when the model has none."""
         if not self._has_proba:
             raise InvalidInput("this model does not give probabilities (no predict_proba)")
-        return np.asarray(self._estimator.predict_proba(self._prepare(batch)))
+        x = self._prepare(batch)
+        if self._kernel is None:
+            return np.asarray(self._estimator.predict_proba(x))
+        features = self._forest_input(x)
+        if isinstance(features, np.ndarray) and self._kernel.accepts(features):
+            return self._kernel.predict_proba(features)
+        return np.asarray(self._forest_step().predict_proba(features))
+
+    def _forest_input(self, x: Batch) -> Any:
+        """What the forest itself sees: the pipeline's transforms applied, and a frame of
+        float64 columns as its array (scikit-learn converts it the same way)."""
+        if self._prefix is not None:
+            x = self._prefix.transform(x)
+        if isinstance(x, pd.DataFrame) and all(d == np.float64 for d in x.dtypes):
+            return x.to_numpy()
+        return x
+
+    def _forest_step(self) -> Any:
+        return self._estimator if self._prefix is None else self._estimator[-1]
 
     def _prepare(self, batch: Batch) -> Batch:
         """Put rows in signature order, as a frame when the model was fitted on one."""
@@ -132,6 +164,17 @@ class SklearnRuntime:
             pd.DataFrame(array, columns=self._names), self._numeric, self._categorical
         )
         return frame if self._wants_frame else frame.to_numpy(dtype=np.float64)
+
+
+def _forest_kernel(estimator: Any) -> tuple[Any, ForestKernel | None]:
+    """The transforms before a forest (None for a bare one) and a kernel for the forest, or
+    (None, None) when the model is not a forest or a Pipeline ending in one."""
+    from sklearn.pipeline import Pipeline
+
+    if type(estimator) is Pipeline and len(estimator.steps) > 1:
+        kernel = ForestKernel.of(estimator.steps[-1][1])
+        return (estimator[:-1], kernel) if kernel is not None else (None, None)
+    return None, ForestKernel.of(estimator)
 
 
 def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
