@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     inline_predict_max_ms: float = Field(default=0.5, ge=0)
     """Small batches of a model measured to predict within this many ms run on the event loop
     (a hand-off to a worker thread costs ~0.1 ms); 0 sends every call to the thread pool."""
+    switch_interval_ms: float = Field(default=0.5, gt=0)
+    """Python's GIL switch interval while serving (Python's own default is 5 ms): how long the
+    event loop can wait for the GIL while the prediction-log writer or a predict in the thread
+    pool holds it. Python's 5 ms let one busy writer batch hold a request for most of that."""
     models: dict[str, ModelOptions] = Field(default_factory=dict)
     """Per-model options (cache, batching), by model name."""
     max_queue_rows: int = Field(default=4096, ge=1)

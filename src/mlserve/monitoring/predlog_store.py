@@ -11,6 +11,7 @@ Every reader expands requests back into one row per prediction.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -82,6 +83,8 @@ _PRUNE_CHUNK = 1000
 FIXED_COLUMNS = ("ts", "request_id", "row", "model", "version", "prediction", "latency_ms")
 """Columns of an export besides the features and probabilities."""
 _LEGACY_TABLE = "predictions"
+ROWS_PER_INSERT = 64
+"""Requests per multi-row INSERT: 640 parameters, within SQLite's 32,766 and PostgreSQL's 65,535."""
 
 
 class LoggedRequest(NamedTuple):
@@ -182,6 +185,7 @@ class PredictionLogStore:
         self._engine = _make_engine(url, busy_timeout_s)
         self._create_tables()
         self._insert_sql, self._insert_is_positional = _compiled_insert(self._engine)
+        self._bulk_sql, _ = _compiled_insert(self._engine, ROWS_PER_INSERT)
 
     def _create_tables(self) -> None:
         # Several worker processes open the same file at once: one may create a table between
@@ -212,11 +216,31 @@ class PredictionLogStore:
             return
         # The driver's own executemany with a statement compiled once: SQLAlchemy's per-
         # parameter processing would cost more than the insert itself.
-        params: Sequence[Any] = (
-            requests if self._insert_is_positional else [r._asdict() for r in requests]
-        )
+        # Requests go ROWS_PER_INSERT to a statement: SQLite's per-statement step (the driver
+        # releases and retakes the GIL around each) cost more than the rows' own work.
+        bulk = len(requests) - len(requests) % ROWS_PER_INSERT
         with self._engine.begin() as conn:
-            conn.exec_driver_sql(self._insert_sql, params)
+            if bulk:
+                chunks = [
+                    requests[i : i + ROWS_PER_INSERT] for i in range(0, bulk, ROWS_PER_INSERT)
+                ]
+                conn.exec_driver_sql(self._bulk_sql, [self._params(c) for c in chunks])
+            if bulk < len(requests):
+                rest = requests[bulk:]
+                conn.exec_driver_sql(
+                    self._insert_sql,
+                    rest if self._insert_is_positional else [r._asdict() for r in rest],
+                )
+
+    def _params(self, chunk: Sequence[LoggedRequest]) -> Any:
+        """One multi-row insert's parameters: a flat tuple, or a mapping of numbered names."""
+        if self._insert_is_positional:
+            return tuple(itertools.chain.from_iterable(chunk))
+        return {
+            f"{name}_{i}": value
+            for i, r in enumerate(chunk)
+            for name, value in zip(_COLUMNS, r, strict=True)
+        }
 
     def write(self, records: Sequence[PredictionRecord]) -> None:
         """Insert per-row ``records``, the rows of each request grouped into one request.
@@ -615,12 +639,20 @@ def _proba_matrix(probas: list[Any], starts: np.ndarray, total: int) -> np.ndarr
     return matrix
 
 
-def _compiled_insert(engine: Engine) -> tuple[str, bool]:
-    """The insert of a :class:`LoggedRequest` as the driver's SQL, and whether it takes a
-    tuple (positional paramstyle) rather than a mapping."""
-    statement = requests_table.insert().values({name: sa.bindparam(name) for name in _COLUMNS})
+def _compiled_insert(engine: Engine, rows: int | None = None) -> tuple[str, bool]:
+    """The insert of one :class:`LoggedRequest` (or of ``rows`` of them, parameters named
+    ``column_i``) as the driver's SQL, and whether it takes a tuple (positional paramstyle)
+    rather than a mapping."""
+    if rows is None:
+        names: tuple[str, ...] = _COLUMNS
+        statement = requests_table.insert().values({name: sa.bindparam(name) for name in names})
+    else:
+        names = tuple(f"{name}_{i}" for i in range(rows) for name in _COLUMNS)
+        statement = requests_table.insert().values(
+            [{name: sa.bindparam(f"{name}_{i}") for name in _COLUMNS} for i in range(rows)]
+        )
     compiled = statement.compile(dialect=engine.dialect)
-    if compiled.positional and tuple(compiled.positiontup or ()) != _COLUMNS:
+    if compiled.positional and tuple(compiled.positiontup or ()) != names:
         raise RuntimeError("prediction log insert parameters are out of order")  # a bug
     return str(compiled), compiled.positional
 

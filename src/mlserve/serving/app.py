@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,7 @@ def create_app(
         title="mlserve",
         version=__version__,
         description="Open Inference Protocol v2, a simple JSON API and MLflow-compatible scoring.",
-        lifespan=lifespan,
+        lifespan=_switch_interval(lifespan, settings.switch_interval_ms / 1000),
     )
     app.state.mlserve = state
     app.include_router(routes_v2.router)
@@ -249,6 +250,24 @@ def _start_monitoring(state: ServerState) -> asyncio.Task[None] | None:
     if state.online is None:
         return None
     return asyncio.create_task(state.online.run(ONLINE_REFRESH_S), name="online-scores")
+
+
+def _switch_interval(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], seconds: float
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """``lifespan`` with Python's GIL switch interval set to ``seconds`` while the app runs."""
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(seconds)
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            sys.setswitchinterval(previous)
+
+    return wrapped
 
 
 def _drift_schedule(settings: Settings) -> DriftSchedule:

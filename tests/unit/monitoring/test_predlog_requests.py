@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogStore, to_request
+from mlserve.monitoring.predlog_store import ROWS_PER_INSERT
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,39 @@ def test_window_limits_cut_into_the_oldest_request_and_span_requests(
     assert store.read_window(model, None, None, limit=100).predictions.tolist() == [
         0, 1, 2, 10, 20, 21, 22, 23,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "count", [1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, 2 * ROWS_PER_INSERT + 5]
+)
+def test_a_write_of_many_requests_lands_whole_across_multi_row_inserts(
+    store: PredictionLogStore, count: int
+) -> None:
+    """Writes go ROWS_PER_INSERT requests to a statement plus one statement per request left
+    over: every request lands once, with its own values, whatever the count."""
+    model = uuid.uuid4().hex
+    items = [
+        PendingPrediction(
+            request_id=f"q{k}",
+            ts=1_700_000_000.0 + k,
+            model=model,
+            version=str(1 + k % 2),
+            inputs=np.full((1 + k % 3, 2), float(k)),
+            feature_names=["a", "b"],
+            predictions=np.full(1 + k % 3, k),
+            proba=None,
+            classes=[],
+            latency_ms=float(k),
+        )
+        for k in range(count)
+    ]
+    store.write_requests([to_request(item, frozenset()) for item in items])
+
+    records = store.read_records(model)
+    expected = [(f"q{k}", row, str(1 + k % 2), k) for k in range(count) for row in range(1 + k % 3)]
+    assert [(r.request_id, r.row, r.version, r.prediction) for r in records] == expected
+    assert all(
+        r.inputs == {"a": float(k), "b": float(k)}
+        for r, (_, _, _, k) in zip(records, expected, strict=True)
+    )
+    assert [r.latency_ms for r in records if r.row == 0] == [float(k) for k in range(count)]
