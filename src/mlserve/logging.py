@@ -80,3 +80,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python warnings (a library's deprecation notice, say) go through logging too: printed
+    # raw they would break one-JSON-object-per-line.
+    logging.captureWarnings(True)

@@ -159,18 +159,17 @@ def test_only_plain_single_output_forests_get_a_kernel() -> None:
     assert ForestKernel.of(RandomForestClassifier(n_estimators=3).fit(x, y)) is not None
 
 
-def test_a_kernel_that_disagrees_is_not_used(
-    forests: dict[str, object], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """If a scikit-learn release ever computed forests differently, the load-time probe
-    catches it and the runtime keeps the estimator's own code."""
-    original = ForestKernel.predict_proba
-
-    def off_by_a_little(self: ForestKernel, x: np.ndarray) -> np.ndarray:
-        return original(self, x) + 1e-12
-
-    monkeypatch.setattr(ForestKernel, "predict_proba", off_by_a_little)
-    runtime = SklearnRuntime(forests["rf"], SIGNATURE)
-    assert not runtime.uses_forest_kernel
-    x = np.ones((3, WIDTH))
-    assert np.array_equal(runtime.predict_proba(x), forests["rf"].predict_proba(x))  # type: ignore[attr-defined]
+def test_the_load_probe_tells_a_kernel_from_another_forests_answers() -> None:
+    """The probe ``ForestKernel.of`` runs before handing out a kernel: it passes for the forest
+    the kernel was built from and fails against a forest that answers differently (as the
+    estimator would if a scikit-learn release ever changed its arithmetic)."""
+    x, y = _classification()
+    xr, yr = make_regression(n_samples=400, n_features=WIDTH, random_state=0)
+    for fit in (
+        lambda seed: RandomForestClassifier(n_estimators=8, random_state=seed).fit(x, y),
+        lambda seed: RandomForestRegressor(n_estimators=8, random_state=seed).fit(xr, yr),
+    ):
+        forest, other = fit(0), fit(1)
+        kernel = ForestKernel(forest)
+        assert kernel.agrees_with(forest)
+        assert not kernel.agrees_with(other)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlserve.logging import JsonFormatter, request_id_var
+from mlserve.logging import JsonFormatter, configure_logging, request_id_var
 
 
 def record(created: float, **extra: object) -> logging.LogRecord:
@@ -49,3 +51,24 @@ def test_extra_fields_and_request_context_are_fields_of_the_line() -> None:
     assert line["request_id"] == "req-42"
     assert "_private" not in line
     assert "lineno" not in line
+
+
+def test_python_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's warning printed raw would break one-JSON-object-per-line on stderr."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("an old parameter", DeprecationWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1
+    entry = orjson.loads(lines[0])
+    assert entry["logger"] == "py.warnings"
+    assert entry["level"] == "WARNING"
+    assert "DeprecationWarning: an old parameter" in entry["message"]

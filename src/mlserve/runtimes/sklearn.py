@@ -108,25 +108,24 @@ class SklearnRuntime:
 
     def predict(self, batch: Batch) -> np.ndarray:
         """Predict one output per row."""
-        x = self._prepare(batch)
-        if self._kernel is None:
-            return np.asarray(self._estimator.predict(x))
-        features = self._forest_input(x)
-        if isinstance(features, np.ndarray) and self._kernel.accepts(features):
-            return self._kernel.predict(features)
-        return np.asarray(self._forest_step().predict(features))
+        return self._call("predict", batch)
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
         """Class probabilities; raises InvalidInput when the model has none."""
         if not self._has_proba:
             raise InvalidInput("this model does not give probabilities (no predict_proba)")
+        return self._call("predict_proba", batch)
+
+    def _call(self, method: str, batch: Batch) -> np.ndarray:
+        """``method`` of the forest kernel when it takes these rows, else of the estimator."""
         x = self._prepare(batch)
         if self._kernel is None:
-            return np.asarray(self._estimator.predict_proba(x))
+            return np.asarray(getattr(self._estimator, method)(x))
         features = self._forest_input(x)
         if isinstance(features, np.ndarray) and self._kernel.accepts(features):
-            return self._kernel.predict_proba(features)
-        return np.asarray(self._forest_step().predict_proba(features))
+            return np.asarray(getattr(self._kernel, method)(features))
+        forest = self._estimator if self._prefix is None else self._estimator[-1]
+        return np.asarray(getattr(forest, method)(features))
 
     def _forest_input(self, x: Batch) -> Any:
         """What the forest itself sees: the pipeline's transforms applied, and a frame of
@@ -136,9 +135,6 @@ class SklearnRuntime:
         if isinstance(x, pd.DataFrame) and all(d == np.float64 for d in x.dtypes):
             return x.to_numpy()
         return x
-
-    def _forest_step(self) -> Any:
-        return self._estimator if self._prefix is None else self._estimator[-1]
 
     def _prepare(self, batch: Batch) -> Batch:
         """Put rows in signature order, as a frame when the model was fitted on one."""

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -323,3 +324,18 @@ def test_readiness_turns_false_the_moment_the_signal_arrives(
     assert infer.status_code == 503
     assert infer.headers["retry-after"] == "1"
     assert infer.json() == {"error": "the server is shutting down"}
+
+
+def test_the_gil_switch_interval_holds_while_serving_and_is_restored_after(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", switch_interval_ms=1.5, prediction_log=False)
+    app = create_app(settings, discover_model_dir(model_dir / IRIS))
+    before = sys.getswitchinterval()
+
+    async def scenario() -> float:
+        async with app.router.lifespan_context(app):
+            return sys.getswitchinterval()
+
+    assert asyncio.run(scenario()) == pytest.approx(0.0015)
+    assert sys.getswitchinterval() == before
