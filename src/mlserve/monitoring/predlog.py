@@ -34,6 +34,7 @@ from mlserve.monitoring.predlog_store import (
     LoggedWindow,
     PredictionLogStore,
     PredictionRecord,
+    encode_floats,
     encode_json,
     safe_url,
 )
@@ -128,6 +129,8 @@ def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest
         matrix = _frame_matrix(inputs, kept)
     else:
         matrix = inputs if keep is None else inputs[:, keep]
+    # Float matrices (the usual case) go as raw bytes: formatting floats is the dear part.
+    floats = bool(kept) and isinstance(matrix, np.ndarray) and matrix.dtype.kind == "f"
     predicted: Any
     if item.predictions is not None:
         predicted = item.predictions
@@ -142,10 +145,11 @@ def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest
         version=item.version,
         rows=item.rows,
         features=kept_json,
-        inputs=encode_json(matrix),
+        inputs="" if floats else encode_json(matrix),
         predictions=encode_json(predicted),
         proba=None if item.proba is None else encode_json(item.proba),
         latency_ms=item.latency_ms,
+        inputs_f64=encode_floats(matrix) if floats else None,
     )
 
 

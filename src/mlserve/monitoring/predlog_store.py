@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,8 @@ from mlserve.monitoring.feedback import (
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
+BINARY_INPUTS = "inputs_f64"
+"""Added after the first layout: opening an older file adds it (``_add_binary_inputs``)."""
 
 requests_table = sa.Table(
     # Not "predictions": that name held one row per predicted row before, and a file of that
@@ -53,10 +56,18 @@ requests_table = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False, doc="Predicted rows in the request"),
     sa.Column("features", sa.Text, nullable=False, doc="JSON list of the logged feature names"),
-    sa.Column("inputs", sa.Text, nullable=False, doc="JSON rows x features (NaN as null)"),
+    sa.Column(
+        "inputs", sa.Text, nullable=False, doc="JSON rows x features (NaN as null); '' when binary"
+    ),
     sa.Column("predictions", sa.Text, nullable=False, doc="JSON list, one value per row"),
     sa.Column("proba", sa.Text, nullable=True, doc="JSON rows x classes, or null"),
     sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column(
+        BINARY_INPUTS,
+        sa.LargeBinary,
+        nullable=True,
+        doc="All-float inputs as little-endian float64, rows x features (then inputs is '')",
+    ),
     sa.Index("ix_prediction_requests_model_version_ts", "model", "version", "ts"),
     sa.Index("ix_prediction_requests_model_request_id", "model", "request_id"),
     # No index on ts alone: every index makes each insert dearer, and pruning reaches old rows
@@ -104,6 +115,9 @@ class LoggedRequest(NamedTuple):
     predictions: str
     proba: str | None
     latency_ms: float
+    inputs_f64: bytes | None = None
+    """Float inputs as raw bytes (:func:`encode_floats`): formatting them as JSON cost the
+    writer a third of its time for 100-row requests."""
 
 
 _COLUMNS = LoggedRequest._fields
@@ -145,6 +159,20 @@ def _fallback(value: Any) -> Any:
     if value is pd.NA or value is pd.NaT:
         return None
     return str(value)
+
+
+def encode_floats(matrix: np.ndarray) -> bytes:
+    """A float matrix as the bytes ``inputs_f64`` stores (little-endian float64, row-major)."""
+    return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
+def _input_rows(r: Row[Any], width: int) -> Any:
+    """A stored request's inputs, rows x features: an array when stored as bytes, else the
+    decoded JSON (None for NaN)."""
+    raw = r.inputs_f64
+    if raw is not None:
+        return np.frombuffer(raw, dtype="<f8").reshape(r.rows, width)
+    return orjson.loads(r.inputs)
 
 
 def encode_json(value: Any) -> str:
@@ -198,11 +226,31 @@ class PredictionLogStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+        self._add_binary_inputs()
         if sa.inspect(self._engine).has_table(_LEGACY_TABLE):
             log.warning(
                 "prediction log ignores a table of the old layout",
                 extra={"table": _LEGACY_TABLE, "url": safe_url(self.url)},
             )
+
+    def _add_binary_inputs(self) -> None:
+        """Add the ``inputs_f64`` column to a table of the first layout (its rows keep their
+        JSON inputs and read as before). Another process may add it first."""
+        table = requests_table.name
+        for attempt in range(5):
+            columns = {c["name"] for c in sa.inspect(self._engine).get_columns(table)}
+            if BINARY_INPUTS in columns:
+                return
+            kind = sa.LargeBinary().compile(dialect=self._engine.dialect)
+            try:
+                with self._engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {BINARY_INPUTS} {kind}")
+                log.info("prediction log table upgraded", extra={"added": BINARY_INPUTS})
+                return
+            except DBAPIError:  # added meanwhile by another process, or locked: look again
+                if attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def close(self) -> None:
         """Release every connection."""
@@ -327,7 +375,9 @@ class PredictionLogStore:
         records: list[PredictionRecord] = []
         for r in self._requests(model, version, since, until):
             names = orjson.loads(r.features)
-            inputs = orjson.loads(r.inputs)
+            inputs = _input_rows(r, len(names))
+            if isinstance(inputs, np.ndarray):  # NaN reads back as None either way
+                inputs = [[None if math.isnan(v) else v for v in row] for row in inputs.tolist()]
             predictions = orjson.loads(r.predictions)
             proba = None if r.proba is None else orjson.loads(r.proba)
             ts = datetime.fromtimestamp(r.ts, UTC)
@@ -613,8 +663,11 @@ def _input_frame(requests: Sequence[Row[Any]], total: int) -> pd.DataFrame:
         names = names_of.get(r.features)
         if names is None:
             names = names_of[r.features] = orjson.loads(r.features)
-        matrix = orjson.loads(r.inputs)
-        for name, values in zip(names, zip(*matrix, strict=True) if names else (), strict=True):
+        matrix = _input_rows(r, len(names))
+        by_column = (
+            matrix.T.tolist() if isinstance(matrix, np.ndarray) else zip(*matrix, strict=True)
+        )
+        for name, values in zip(names, by_column if names else (), strict=True):
             column = columns.get(name)
             if column is None:
                 column = columns[name] = [None] * filled

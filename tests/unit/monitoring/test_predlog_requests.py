@@ -183,3 +183,87 @@ def test_a_write_of_many_requests_lands_whole_across_multi_row_inserts(
         for r, (_, _, _, k) in zip(records, expected, strict=True)
     )
     assert [r.latency_ms for r in records if r.row == 0] == [float(k) for k in range(count)]
+
+
+def _one(model: str, inputs: np.ndarray | pd.DataFrame, request_id: str = "r") -> PendingPrediction:
+    return PendingPrediction(
+        request_id=request_id,
+        ts=1_700_000_000.0,
+        model=model,
+        version="1",
+        inputs=inputs,
+        feature_names=["a", "b"],
+        predictions=np.zeros(len(inputs), dtype=np.int64),
+        proba=None,
+        classes=[],
+        latency_ms=1.0,
+    )
+
+
+def test_float_inputs_are_stored_as_raw_float64_and_others_as_json(
+    store: PredictionLogStore, log_file: Path
+) -> None:
+    model = uuid.uuid4().hex
+    floats = np.array([[1.5, math.nan], [-0.0, 1e300]])
+    mixed = pd.DataFrame({"a": ["x", None], "b": [1.0, 2.0]})
+    store.write_requests(
+        [
+            to_request(_one(model, floats, "f"), frozenset()),
+            to_request(_one(model, mixed, "m"), frozenset()),
+        ]
+    )
+    with sqlite3.connect(log_file) as conn:
+        stored = {
+            rid: (text, blob)
+            for rid, text, blob in conn.execute(
+                "SELECT request_id, inputs, inputs_f64 FROM prediction_requests WHERE model = ?",
+                (model,),
+            )
+        }
+    assert stored["f"] == ("", floats.astype("<f8").tobytes())
+    assert stored["m"][1] is None
+    assert stored["m"][0] == '[["x",1.0],[null,2.0]]'
+    records = store.read_records(model)
+    assert [r.inputs for r in records] == [
+        {"a": 1.5, "b": None},
+        {"a": -0.0, "b": 1e300},
+        {"a": "x", "b": 1.0},
+        {"a": None, "b": 2.0},
+    ]
+
+
+def test_a_log_of_the_first_layout_gains_the_binary_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A file written before ``inputs_f64`` existed: opening it adds the column; its JSON rows
+    read as before, new rows are stored in binary, and both read back together."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE prediction_requests (id INTEGER PRIMARY KEY AUTOINCREMENT, ts FLOAT"
+            " NOT NULL, request_id VARCHAR(128) NOT NULL, model VARCHAR(255) NOT NULL, version"
+            " VARCHAR(64) NOT NULL, rows INTEGER NOT NULL, features TEXT NOT NULL, inputs TEXT"
+            " NOT NULL, predictions TEXT NOT NULL, proba TEXT, latency_ms FLOAT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO prediction_requests (ts, request_id, model, version, rows, features,"
+            " inputs, predictions, proba, latency_ms) VALUES (1.7e9, 'old', 'm', '1', 2,"
+            " '[\"a\",\"b\"]', '[[1.0,null],[3.0,4.0]]', '[0,1]', NULL, 2.0)"
+        )
+    opened = PredictionLogStore(f"sqlite:///{path}")
+    try:
+        opened.write_requests([to_request(_one("m", np.array([[5.0, 6.0]]), "new"), frozenset())])
+        records = opened.read_records("m")
+        window = opened.read_window("m", None, None)
+    finally:
+        opened.close()
+    assert [(r.request_id, r.inputs) for r in records] == [
+        ("old", {"a": 1.0, "b": None}),
+        ("old", {"a": 3.0, "b": 4.0}),
+        ("new", {"a": 5.0, "b": 6.0}),
+    ]
+    np.testing.assert_array_equal(
+        window.inputs.to_numpy(dtype=float), [[1.0, math.nan], [3.0, 4.0], [5.0, 6.0]]
+    )
+    again = PredictionLogStore(f"sqlite:///{path}")  # a second open finds the column there
+    again.close()
