@@ -12,7 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, String, create_engine, inspect, text
 
 from mlserve.registry import NewVersion, RegistryStore
-from mlserve.registry.migrations.runner import current_revision, head_revision, upgrade_database
+from mlserve.registry.migrations.runner import (
+    HEAD_REVISION,
+    current_revision,
+    head_revision,
+    upgrade_database,
+)
 from mlserve.registry.models import Base
 
 FIRST_REVISION = "0001"
@@ -38,6 +43,20 @@ def test_empty_database_is_upgraded_to_head(engine: Engine) -> None:
     assert head_revision() is not None
     assert current_revision(engine) == head_revision()
     assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
+
+
+def test_the_quick_head_check_knows_the_newest_migration() -> None:
+    # upgrade_database skips Alembic when the database says HEAD_REVISION: a new migration
+    # script must move HEAD_REVISION too, or databases would never be upgraded to it.
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_database_behind_head_is_upgraded_despite_the_quick_check(engine: Engine) -> None:
+    upgrade_database(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    with pytest.raises(Exception, match="older"):  # Alembic was asked, and knows no 'older'
+        upgrade_database(engine)
 
 
 def test_upgrading_a_current_database_changes_nothing(engine: Engine) -> None:

@@ -1,8 +1,38 @@
-"""Batch prediction: streaming, resumable, exactly-once scoring of files, locally or on Dask."""
+"""Batch prediction: streaming, resumable, exactly-once scoring of files, locally or on Dask.
 
-from mlserve.batch.jobs import DEFAULT_CHUNK_ROWS, EngineName, JobSpec, JobSummary, Progress, run
-from mlserve.batch.pinning import PinnedModel, pin_model
-from mlserve.batch.writers import OutputFormat
+The names below load on first use: importing ``mlserve.batch.forkserver`` alone (which the CLI
+does first, to start worker processes while the rest imports) must not import pandas, pyarrow
+and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlserve.batch.jobs import (
+        DEFAULT_CHUNK_ROWS,
+        EngineName,
+        JobSpec,
+        JobSummary,
+        Progress,
+        run,
+    )
+    from mlserve.batch.pinning import PinnedModel, pin_model
+    from mlserve.batch.writers import OutputFormat
+
+_HOMES = {
+    "DEFAULT_CHUNK_ROWS": "mlserve.batch.jobs",
+    "EngineName": "mlserve.batch.jobs",
+    "JobSpec": "mlserve.batch.jobs",
+    "JobSummary": "mlserve.batch.jobs",
+    "Progress": "mlserve.batch.jobs",
+    "run": "mlserve.batch.jobs",
+    "PinnedModel": "mlserve.batch.pinning",
+    "pin_model": "mlserve.batch.pinning",
+    "OutputFormat": "mlserve.batch.writers",
+}
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -15,3 +45,13 @@ __all__ = [
     "pin_model",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first used."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mlserve.batch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

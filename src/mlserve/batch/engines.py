@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import threading
@@ -20,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlserve.batch import forkserver
 from mlserve.batch.checkpoint import ChunkReport
 from mlserve.batch.pinning import PinnedModel
 from mlserve.batch.workers import ChunkTask, load_model, run_chunk, start_pool_worker
@@ -29,18 +29,6 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2
 """Chunks queued per worker: one being scored, one ready to start."""
-
-PRELOAD_MODULES = (
-    "mlserve.batch.workers",
-    "sklearn.pipeline",
-    "sklearn.compose",
-    "sklearn.preprocessing",
-    "sklearn.impute",
-    "sklearn.linear_model",
-    "sklearn.ensemble",
-)
-"""Imported once by the forkserver, so each worker forks with them instead of importing them
-(unpickling a scikit-learn model imports its modules; a missing one is skipped)."""
 
 RecordsLeft = Callable[[], int | None]
 """Records the job has not scored yet (None when unknown); asked once the first chunk is done."""
@@ -100,8 +88,7 @@ class ProcessPoolEngine:
     def __init__(
         self, model: PinnedModel, *, workers: int, safe: bool, score_here: bool = False
     ) -> None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(PRELOAD_MODULES))
+        context = forkserver.forkserver_context()
         self.scores_here = score_here
         self._pool_workers = workers
         self.workers = workers + 1 if score_here else workers
@@ -216,8 +203,10 @@ class AutoEngine:
     the time and that the job is long enough to repay starting workers (``helpers_pay_off``),
     one worker process per other idle core (``spare_cores``) starts and this process keeps
     scoring alongside them; otherwise (a fast model, a small job, no idle core) no worker is
-    started at all. Workers are not started speculatively before that: on a busy machine their
-    imports slowed a job that then did not use them by more than they could save a job that did.
+    started at all. Only the forkserver they fork from starts early (``forkserver.start_early``),
+    and only when a core is idle: it imports scikit-learn there while this process reads and
+    scores, so workers that are wanted start in milliseconds. On a busy machine nothing starts
+    early: there, worker imports slowed a job that then did not use them.
     """
 
     name = "local"
@@ -227,6 +216,7 @@ class AutoEngine:
     ) -> None:
         self._model, self._safe, self._cores = model, safe, cores
         self._records_left = records_left
+        forkserver.start_early(cores)
         started = time.perf_counter()
         load_model(model.folder, model.sha256, safe)
         self._start_s = max(time.perf_counter() - started, MIN_WORKER_START_S)
@@ -237,6 +227,7 @@ class AutoEngine:
     def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
         """Score the first chunk here, then the rest here or with helpers, as it showed."""
         source = iter(tasks)
+        cpu_before = forkserver.cpu_sample()
         started = time.perf_counter()
         first = next(source, None)
         if first is None:
@@ -244,7 +235,7 @@ class AutoEngine:
         read = time.perf_counter()
         report = run_chunk(first)
         scored = time.perf_counter()
-        helpers = spare_cores(self._cores)
+        helpers = spare_cores(self._cores, _busy_elsewhere(cpu_before))
         if helpers > 0:
             pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL)  # as sending it to one would
         shipped = time.perf_counter()
@@ -265,21 +256,34 @@ class AutoEngine:
                 yield run_chunk(task)
 
     def close(self) -> None:
-        """Stop the helpers, if any started."""
+        """Stop the helpers, if any started, else the forkserver started early for them."""
         if self._pool is not None:
             self._pool.close()
+        else:
+            forkserver.stop_unused()
 
 
-def spare_cores(cores: int, load: float | None = None) -> int:
-    """Cores the 1-minute load average (``load``, else this machine's) leaves idle besides ours.
+def spare_cores(cores: int, busy_elsewhere: float) -> int:
+    """Cores that other processes, keeping ``busy_elsewhere`` cores busy, leave idle besides ours.
 
     On a shared machine a worker for a core that others keep busy only adds its start-up and
     the cost of sending it rows: under a steady load of two on two cores, a 1M-row forest job
     was slower with a helper than without.
     """
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(0, round(cores - load) - 1)
+    return forkserver.idle_cores(cores, busy_elsewhere)
+
+
+def _busy_elsewhere(since: forkserver.CpuSample | None) -> float:
+    """Cores other processes keep busy: as watched before our forkserver started, else since
+    ``since`` (while this process scored its first chunk), else from the load average."""
+    at_start = forkserver.take_busy_elsewhere_at_start()
+    if at_start is not None:
+        return at_start  # later samples would count our own forkserver's imports
+    now = forkserver.cpu_sample()
+    if since is not None and now is not None:
+        return forkserver.busy_elsewhere(since, now)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(0.0, load - 1)  # the load average counts this process too
 
 
 def _seq_of(future: Future[ChunkReport]) -> int:

@@ -11,7 +11,6 @@ start is used throughout.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import pyarrow as pa
 from mlserve.batch.assembly import OutputAssembler, assemble_rejects, fallback_schema
 from mlserve.batch.checkpoint import MANIFEST_FORMAT, ChunkReport, JobState
 from mlserve.batch.engines import Engine, local_engine
+from mlserve.batch.forkserver import available_cores
 from mlserve.batch.pinning import PinnedModel
 from mlserve.batch.readers import InputSet, ReadPlan, ReadProgress, discover_inputs, iter_chunks
 from mlserve.batch.scoring import PROBA_PREFIX, RESERVED_COLUMNS, ScoringOptions
@@ -115,13 +115,6 @@ class JobSpec:
     def worker_count(self) -> int:
         """Workers to start up front: as asked, else one per core this process may use."""
         return self.workers if self.workers is not None else available_cores()
-
-
-def available_cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,10 @@ def batch(
         raise InvalidInput(f"unknown output format {output_format!r}; use parquet or csv")
     if engine not in ("local", "dask"):
         raise InvalidInput(f"unknown engine {engine!r}; use local or dask")
+    if engine == "local" and workers != 1:
+        from mlserve.batch import forkserver
+
+        forkserver.start_early(forkserver.available_cores())  # imports there while we import
     # Imported here: pandas, pyarrow and scikit-learn take a second to import.
     from mlserve import batch as batch_jobs
     from mlserve.monitoring.batch_metrics import BatchMetrics

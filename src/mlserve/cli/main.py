@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -155,5 +159,20 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script wrapper around :func:`run`."""
-    sys.exit(run())
+    """Console-script wrapper around :func:`run`; ends the process without tearing it down.
+
+    Once a command has finished, everything it wrote is closed and flushed (batch outputs and
+    checkpoints are fsynced, registry transactions committed). What a normal exit does next,
+    freeing the modules of scikit-learn, pandas and SQLAlchemy object by object, took 0.1 to
+    0.5 s here: a third of a short `mlserve batch` job's overhead. So the exit handlers run, the
+    standard streams are flushed and the process ends. When a non-daemon thread is still alive
+    (which a normal exit would wait for), the normal exit is taken instead.
+    """
+    code = run()
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging.shutdown, multiprocessing's clean-up, ...
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    os._exit(code)

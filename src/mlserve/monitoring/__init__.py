@@ -1,18 +1,40 @@
-"""Monitoring: data profiles now; metrics, the prediction log and drift as they land."""
+"""Monitoring: data profiles, metrics, the prediction log and drift.
 
-from mlserve.monitoring.predlog import (
-    LoggedWindow,
-    PendingPrediction,
-    PredictionLogStore,
-    PredictionLogWriter,
-    WriterConfig,
-)
-from mlserve.monitoring.profile import (
-    build_reference_profile,
-    describe_features,
-    feature_kind,
-    fingerprint_frame,
-)
+The names below load on first use, so that a part that needs only one of them (the batch job
+needs its metrics, not the prediction log and SQLAlchemy behind it) does not import them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlserve.monitoring.predlog import (
+        LoggedWindow,
+        PendingPrediction,
+        PredictionLogStore,
+        PredictionLogWriter,
+        WriterConfig,
+    )
+    from mlserve.monitoring.profile import (
+        build_reference_profile,
+        describe_features,
+        feature_kind,
+        fingerprint_frame,
+    )
+
+_HOMES = {
+    "LoggedWindow": "mlserve.monitoring.predlog",
+    "PendingPrediction": "mlserve.monitoring.predlog",
+    "PredictionLogStore": "mlserve.monitoring.predlog",
+    "PredictionLogWriter": "mlserve.monitoring.predlog",
+    "WriterConfig": "mlserve.monitoring.predlog",
+    "build_reference_profile": "mlserve.monitoring.profile",
+    "describe_features": "mlserve.monitoring.profile",
+    "feature_kind": "mlserve.monitoring.profile",
+    "fingerprint_frame": "mlserve.monitoring.profile",
+}
 
 __all__ = [
     "LoggedWindow",
@@ -25,3 +47,13 @@ __all__ = [
     "feature_kind",
     "fingerprint_frame",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first used."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mlserve.monitoring' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -33,9 +33,10 @@ def test_no_helpers_on_one_core() -> None:
 
 
 def test_helpers_go_only_to_cores_that_other_processes_leave_idle() -> None:
-    assert spare_cores(2, load=0.1) == 1
-    assert spare_cores(2, load=1.9) == 0
-    assert spare_cores(8, load=3.2) == 4
+    assert spare_cores(2, busy_elsewhere=0.1) == 1
+    assert spare_cores(2, busy_elsewhere=0.9) == 0
+    assert spare_cores(8, busy_elsewhere=3.2) == 4
+    assert spare_cores(1, busy_elsewhere=0.0) == 0
 
 
 def test_a_small_job_with_default_workers_is_scored_in_this_process(
