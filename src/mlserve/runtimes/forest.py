@@ -37,6 +37,7 @@ class ForestKernel:
         self._count = len(self._trees)
         self._features = int(forest.n_features_in_)
         self.is_classifier = isinstance(forest, CLASSIFIERS)
+        self.has_proba = self.is_classifier
         self._classes = forest.classes_ if self.is_classifier else None
         self._width = int(forest.n_classes_) if self.is_classifier else 1
 

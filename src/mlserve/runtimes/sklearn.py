@@ -13,6 +13,7 @@ import pandas as pd
 from mlserve.errors import ArtifactError, InvalidInput, UnsafeArtifact
 from mlserve.runtimes.base import Batch
 from mlserve.runtimes.forest import ForestKernel
+from mlserve.runtimes.linear import LinearKernel
 from mlserve.types import Signature, VersionManifest
 
 SKOPS_SUFFIX = ".skops"
@@ -78,7 +79,7 @@ class SklearnRuntime:
         self._has_proba = hasattr(estimator, "predict_proba")
         raw_classes = getattr(estimator, "classes_", None)
         self._classes: list[object] = [] if raw_classes is None else list(raw_classes)
-        self._prefix, self._kernel = _forest_kernel(estimator)
+        self._prefix, self._kernel = _kernel(estimator)
 
     @classmethod
     def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> SklearnRuntime:
@@ -104,7 +105,13 @@ class SklearnRuntime:
     def uses_forest_kernel(self) -> bool:
         """True when forest predictions skip scikit-learn's per-call overhead
         (``runtimes/forest.py``)."""
-        return self._kernel is not None
+        return isinstance(self._kernel, ForestKernel)
+
+    @property
+    def uses_linear_kernel(self) -> bool:
+        """True when linear-classifier predictions skip scikit-learn's per-call validation
+        (``runtimes/linear.py``)."""
+        return isinstance(self._kernel, LinearKernel)
 
     def predict(self, batch: Batch) -> np.ndarray:
         """Predict one output per row."""
@@ -117,19 +124,20 @@ class SklearnRuntime:
         return self._call("predict_proba", batch)
 
     def _call(self, method: str, batch: Batch) -> np.ndarray:
-        """``method`` of the forest kernel when it takes these rows, else of the estimator."""
+        """``method`` of the kernel when it takes these rows, else of the estimator."""
         x = self._prepare(batch)
-        if self._kernel is None:
+        kernel = self._kernel
+        if kernel is None or (method == "predict_proba" and not kernel.has_proba):
             return np.asarray(getattr(self._estimator, method)(x))
-        features = self._forest_input(x)
-        if isinstance(features, np.ndarray) and self._kernel.accepts(features):
-            return np.asarray(getattr(self._kernel, method)(features))
-        forest = self._estimator if self._prefix is None else self._estimator[-1]
-        return np.asarray(getattr(forest, method)(features))
+        features = self._kernel_input(x)
+        if isinstance(features, np.ndarray) and kernel.accepts(features):
+            return np.asarray(getattr(kernel, method)(features))
+        final = self._estimator if self._prefix is None else self._estimator[-1]
+        return np.asarray(getattr(final, method)(features))
 
-    def _forest_input(self, x: Batch) -> Any:
-        """What the forest itself sees: the pipeline's transforms applied, and a frame of
-        float64 columns as its array (scikit-learn converts it the same way)."""
+    def _kernel_input(self, x: Batch) -> Any:
+        """What the final estimator itself sees: the pipeline's transforms applied, and a frame
+        of float64 columns as its array (scikit-learn converts it the same way)."""
         if self._prefix is not None:
             x = self._prefix.transform(x)
         if isinstance(x, pd.DataFrame) and all(d == np.float64 for d in x.dtypes):
@@ -162,15 +170,19 @@ class SklearnRuntime:
         return frame if self._wants_frame else frame.to_numpy(dtype=np.float64)
 
 
-def _forest_kernel(estimator: Any) -> tuple[Any, ForestKernel | None]:
-    """The transforms before a forest (None for a bare one) and a kernel for the forest, or
-    (None, None) when the model is not a forest or a Pipeline ending in one."""
+def _kernel(estimator: Any) -> tuple[Any, ForestKernel | LinearKernel | None]:
+    """The transforms before the final estimator (None for a bare one) and a kernel for it,
+    or (None, None) when it is neither a forest nor a linear classifier the kernels take."""
     from sklearn.pipeline import Pipeline
 
     if type(estimator) is Pipeline and len(estimator.steps) > 1:
-        kernel = ForestKernel.of(estimator.steps[-1][1])
+        kernel = _kernel_of(estimator.steps[-1][1])
         return (estimator[:-1], kernel) if kernel is not None else (None, None)
-    return None, ForestKernel.of(estimator)
+    return None, _kernel_of(estimator)
+
+
+def _kernel_of(model: Any) -> ForestKernel | LinearKernel | None:
+    return ForestKernel.of(model) or LinearKernel.of(model)
 
 
 def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
