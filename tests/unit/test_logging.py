@@ -72,3 +72,20 @@ def test_python_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]) -
     assert entry["logger"] == "py.warnings"
     assert entry["level"] == "WARNING"
     assert "DeprecationWarning: an old parameter" in entry["message"]
+
+
+def test_new_request_ids_are_unique_hex_and_ordered_by_time() -> None:
+    import time
+
+    from mlserve.logging import new_request_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_request_id() for _ in range(50_000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids[:100])
+    stamps = [int(i[:12], 16) for i in ids]
+    assert before <= stamps[0] <= stamps[-1] <= after
+    assert stamps == sorted(stamps)  # the prediction log's request-id index appends
+    time.sleep(0.002)
+    assert new_request_id() > ids[-1]  # a later millisecond sorts after, as text too

@@ -30,6 +30,7 @@ import pandas as pd
 from mlserve.errors import Overloaded
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog_store import (
+    ROWS_PER_INSERT,
     LoggedRequest,
     LoggedWindow,
     PredictionLogStore,
@@ -37,6 +38,7 @@ from mlserve.monitoring.predlog_store import (
     encode_floats,
     encode_json,
     safe_url,
+    yield_cpu,
 )
 
 __all__ = [
@@ -363,7 +365,9 @@ class PredictionLogWriter:
     def _write(self, batch: list[PendingPrediction], last_seq: int) -> None:
         """Write one batch, retrying with backoff until it lands or ``close`` gives up."""
         requests: list[LoggedRequest] = []
-        for item in batch:
+        for number, item in enumerate(batch):
+            if number and not number % ROWS_PER_INSERT:
+                yield_cpu()  # the conversion is a burst too (see yield_cpu)
             if not item.rows:
                 continue  # nothing was predicted, so there is nothing to log
             try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
-from mlserve.logging import request_id_var
+from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
 from mlserve.runtimes import Batch, Runtime
@@ -204,7 +203,7 @@ class Predictor:
             return
         assert model.schema is not None
         item = PendingPrediction(
-            request_id=request_id_var.get() or uuid.uuid4().hex,
+            request_id=request_id_var.get() or new_request_id(),
             ts=time.time(),
             model=model.name,
             version=model.version,
@@ -227,7 +226,7 @@ class Predictor:
             return
         again = dataclasses.replace(
             item,
-            request_id=request_id_var.get() or uuid.uuid4().hex,
+            request_id=request_id_var.get() or new_request_id(),
             ts=time.time(),
             latency_ms=0.0,
         )

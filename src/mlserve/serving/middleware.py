@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import random
 import time
-import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.errors import Forbidden, PayloadTooLarge, Unauthorized
-from mlserve.logging import model_var, request_id_var, version_var
+from mlserve.logging import model_var, new_request_id, request_id_var, version_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.serving.errors import error_response
 
@@ -81,8 +79,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         headers = _headers(scope)
-        # Not uuid4: a request id needs uniqueness, not secrecy, and os.urandom is a system call.
-        request_id = headers.get("x-request-id") or f"{random.getrandbits(128):032x}"
+        request_id = headers.get("x-request-id") or new_request_id()
         path: str = scope["path"]
         info = RequestInfo(request_id=request_id[:128], protocol=protocol_of(path))
         scope[INFO_KEY] = info
@@ -190,7 +187,7 @@ def request_info(scope: MutableMapping[str, Any]) -> RequestInfo:
     """The RequestInfo of the current request (a fresh one outside the middleware)."""
     info = scope.get(INFO_KEY)
     if info is None:
-        info = RequestInfo(request_id=uuid.uuid4().hex, protocol=protocol_of(scope.get("path", "")))
+        info = RequestInfo(request_id=new_request_id(), protocol=protocol_of(scope.get("path", "")))
         scope[INFO_KEY] = info
     assert isinstance(info, RequestInfo)
     return info

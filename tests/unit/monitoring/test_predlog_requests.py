@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogStore, to_request
-from mlserve.monitoring.predlog_store import ROWS_PER_INSERT
+from mlserve.monitoring.predlog_store import ROWS_PER_INSERT, WAL_CHECKPOINT_PAGES
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +267,45 @@ def test_a_log_of_the_first_layout_gains_the_binary_column_and_keeps_its_rows(
     )
     again = PredictionLogStore(f"sqlite:///{path}")  # a second open finds the column there
     again.close()
+
+
+def test_sqlite_connections_checkpoint_in_short_steps(tmp_path: Path) -> None:
+    store = PredictionLogStore(f"sqlite:///{tmp_path / 'steps.db'}")
+    try:
+        with store._engine.connect() as connection:  # the pragma is per connection: the store's
+            pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert (pages, mode) == (WAL_CHECKPOINT_PAGES, "wal")
+    finally:
+        store.close()
+
+
+def test_many_requests_inserted_in_yielding_chunks_all_land(tmp_path: Path) -> None:
+    # More than one multi-row INSERT per transaction (the writer yields the CPU between them),
+    # plus a remainder: every request is there once, in order.
+    store = PredictionLogStore(f"sqlite:///{tmp_path / 'chunks.db'}")
+    try:
+        count = 3 * ROWS_PER_INSERT + 5
+        items = [
+            PendingPrediction(
+                request_id=f"r{i:05d}",
+                ts=1000.0 + i,
+                model="m",
+                version="1",
+                inputs=np.full((1, 2), float(i)),
+                feature_names=["a", "b"],
+                predictions=np.array([i]),
+                proba=None,
+                classes=[],
+                latency_ms=0.1,
+            )
+            for i in range(count)
+        ]
+        store.write_requests([to_request(item, frozenset()) for item in items])
+        with sqlite3.connect(tmp_path / "chunks.db") as db:
+            ids = [
+                r[0] for r in db.execute("SELECT request_id FROM prediction_requests ORDER BY id")
+            ]
+        assert ids == [item.request_id for item in items]
+    finally:
+        store.close()
