@@ -6,8 +6,9 @@ needs its metrics, not the prediction log and SQLAlchemy behind it) does not imp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlserve.lazy import lazy_names
 
 if TYPE_CHECKING:
     from mlserve.monitoring.predlog import (
@@ -49,11 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'mlserve.monitoring' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)
