@@ -1,0 +1,150 @@
+"""The prediction log on a real PostgreSQL server answers exactly as on SQLite.
+
+The server is started here as the TESTING.md recipe says (initdb refuses root, so it runs as
+the postgres user), on a free loopback port with its own data folder; `.ci/run` installs
+Debian's postgresql. Without it the tests skip here and fail in CI.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mlserve.monitoring.metrics import MonitoringMetrics
+from mlserve.monitoring.predlog import (
+    PendingPrediction,
+    PredictionLogStore,
+    PredictionLogWriter,
+    WriterConfig,
+    to_request,
+)
+from mlserve.monitoring.predlog_store import ROWS_PER_INSERT
+
+FEATURES = ["a", "b", "c"]
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        reason = "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL server on a loopback port; stopped after the module."""
+    bin_dir = _pg_bin()
+    folder = Path(tempfile.mkdtemp(prefix="mlserve-pg-"))
+    subprocess.run(["chown", "postgres:postgres", str(folder)], check=True)
+    data, port = folder / "data", _free_port()
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True
+        )
+
+    as_postgres(
+        str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+        "-E", "UTF8", "--locale=C.UTF-8",
+    )  # fmt: skip
+    as_postgres(
+        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30",
+        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+
+
+def _items(model: str, count: int) -> list[PendingPrediction]:
+    """Requests of float rows (stored as bytes), of mixed rows (JSON), with and without proba."""
+    rng = np.random.default_rng(7)
+    items = []
+    for i in range(count):
+        rows = 1 + i % 4
+        if i % 3 == 2:  # a mixed frame: JSON inputs, with a missing value
+            inputs: np.ndarray | pd.DataFrame = pd.DataFrame(
+                {"a": rng.normal(size=rows), "b": ["x"] * rows, "c": [None] * rows}
+            )
+        else:
+            inputs = rng.normal(size=(rows, len(FEATURES)))
+            inputs[0, 1] = np.nan if i % 5 == 0 else inputs[0, 1]
+        proba = rng.uniform(size=(rows, 2)) if i % 2 else None
+        items.append(
+            PendingPrediction(
+                request_id=f"req-{i:04d}",
+                ts=1_700_000_000.0 + i,
+                model=model,
+                version="1",
+                inputs=inputs,
+                feature_names=FEATURES,
+                predictions=np.array(["yes", "no"] * rows)[:rows],
+                proba=proba,
+                classes=["no", "yes"],
+                latency_ms=0.5 + i,
+            )
+        )
+    return items
+
+
+def test_multi_row_inserts_read_back_as_on_sqlite(postgres_url: str, tmp_path: Path) -> None:
+    count = 2 * ROWS_PER_INSERT + 3  # two multi-row INSERTs and a remainder, in one transaction
+    requests = [to_request(item, frozenset()) for item in _items("pg-direct", count)]
+    pg, lite = (
+        PredictionLogStore(postgres_url),
+        PredictionLogStore(f"sqlite:///{tmp_path / 'p.db'}"),
+    )
+    try:
+        pg.write_requests(requests)
+        lite.write_requests(requests)
+        on_pg, on_sqlite = pg.read_records("pg-direct"), lite.read_records("pg-direct")
+        assert len(on_pg) == sum(r.rows for r in requests) == pg.count("pg-direct")
+        assert on_pg == on_sqlite
+        window_pg = pg.read_window("pg-direct", "1", since=None)
+        window_lite = lite.read_window("pg-direct", "1", since=None)
+        pd.testing.assert_frame_equal(window_pg.inputs, window_lite.inputs)
+        assert window_pg.predictions.tolist() == window_lite.predictions.tolist()
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_the_writer_drains_into_postgres(postgres_url: str) -> None:
+    store = PredictionLogStore(postgres_url)
+    writer = PredictionLogWriter(
+        store, WriterConfig(batch_rows=50), MonitoringMetrics.create(CollectorRegistry())
+    )
+    items = _items("pg-writer", 120)
+    writer.start()
+    try:
+        for item in items:
+            assert writer.offer(item)
+        assert writer.flush(timeout_s=60)
+    finally:
+        writer.close()
+    try:
+        assert store.count("pg-writer") == sum(item.rows for item in items)
+        ids = {record.request_id for record in store.read_records("pg-writer")}
+        assert ids == {item.request_id for item in items}
+    finally:
+        store.close()
