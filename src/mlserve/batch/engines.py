@@ -201,7 +201,7 @@ class AutoEngine:
 
     The first chunk is scored here and timed. When it shows that the model, not reading, takes
     the time and that the job is long enough to repay starting workers (``helpers_pay_off``),
-    one worker process per other idle core (``spare_cores``) starts and this process keeps
+    one worker process per other idle core (``forkserver.idle_cores``) starts and this process keeps
     scoring alongside them; otherwise (a fast model, a small job, no idle core) no worker is
     started at all. Only the forkserver they fork from starts early (``forkserver.start_early``),
     and only when a core is idle: it imports scikit-learn there while this process reads and
@@ -235,7 +235,7 @@ class AutoEngine:
         read = time.perf_counter()
         report = run_chunk(first)
         scored = time.perf_counter()
-        helpers = spare_cores(self._cores, _busy_elsewhere(cpu_before))
+        helpers = forkserver.idle_cores(self._cores, _busy_elsewhere(cpu_before))
         if helpers > 0:
             pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL)  # as sending it to one would
         shipped = time.perf_counter()
@@ -261,16 +261,6 @@ class AutoEngine:
             self._pool.close()
         else:
             forkserver.stop_unused()
-
-
-def spare_cores(cores: int, busy_elsewhere: float) -> int:
-    """Cores that other processes, keeping ``busy_elsewhere`` cores busy, leave idle besides ours.
-
-    On a shared machine a worker for a core that others keep busy only adds its start-up and
-    the cost of sending it rows: under a steady load of two on two cores, a 1M-row forest job
-    was slower with a helper than without.
-    """
-    return forkserver.idle_cores(cores, busy_elsewhere)
 
 
 def _busy_elsewhere(since: forkserver.CpuSample | None) -> float:

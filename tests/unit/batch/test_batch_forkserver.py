@@ -24,6 +24,7 @@ def test_busy_elsewhere_subtracts_this_process_own_cpu() -> None:
 
 def test_idle_cores_leave_one_for_this_process() -> None:
     assert idle_cores(2, 0.0) == 1
+    assert idle_cores(2, 0.9) == 0  # a nearly busy other core gets no helper
     assert idle_cores(2, 1.0) == 0
     assert idle_cores(4, 1.2) == 2
     assert idle_cores(1, 0.0) == 0
