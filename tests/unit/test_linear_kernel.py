@@ -90,6 +90,8 @@ def test_kernel_predicts_exactly_as_scikit_learn(
     got = runtime.predict(x)
     assert got.dtype == expected.dtype
     assert np.array_equal(got, expected)
+    # Batch scoring hands over column-major matrices; a frame of them is what sklearn sees.
+    assert np.array_equal(runtime.predict(np.asfortranarray(x)), expected)
     if hasattr(model, "predict_proba"):
         assert np.array_equal(runtime.predict_proba(x), model.predict_proba(given_x))  # type: ignore[attr-defined]
 

@@ -11,6 +11,7 @@ start is used throughout.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -59,9 +60,10 @@ class JobSpec:
     order), so ``keep_order`` costs nothing; it is kept so callers can state the requirement.
     """
 
-    input: str
-    """A file, a folder or a glob of CSV, Parquet or JSON Lines files; a path or fsspec URL."""
-    output: Path
+    input: str | os.PathLike[str]
+    """A file, a folder or a glob of CSV, Parquet or JSON Lines files; a path or fsspec URL.
+    A string or a path, as for ``output`` and ``rejects_path``."""
+    output: Path | str
     """``*.parquet`` / ``*.csv`` for one file; any other path is a folder of part files."""
     chunk_rows: int | None = DEFAULT_CHUNK_ROWS
     """Records per chunk; None sizes chunks by the input's width (``chunk_rows_for``)."""
@@ -78,7 +80,7 @@ class JobSpec:
     keep_order: bool = False
     output_format: OutputFormat | None = None
     """Format of a folder output (a file output takes its suffix's); default Parquet."""
-    rejects_path: Path | None = None
+    rejects_path: Path | str | None = None
     """Default: OUTPUT with ``.rejects.jsonl`` in place of its suffix."""
     max_reject_rate: float | None = None
     """Fail the job (and write no output) when more than this fraction of records is rejected."""
@@ -106,10 +108,20 @@ class JobSpec:
     def rejects_file(self) -> Path:
         """Where the rejects go."""
         if self.rejects_path is not None:
-            return self.rejects_path.absolute()
-        output = self.output.absolute()
+            return Path(self.rejects_path).absolute()
+        output = self.output_path.absolute()
         stem = output.stem if output.suffix.lower() in (".parquet", ".pq", ".csv") else output.name
         return output.with_name(stem + REJECTS_SUFFIX)
+
+    @property
+    def output_path(self) -> Path:
+        """``output`` as a Path."""
+        return Path(self.output)
+
+    @property
+    def input_spec(self) -> str:
+        """``input`` as a string: a path, a glob or an fsspec URL."""
+        return os.fspath(self.input)
 
     @property
     def worker_count(self) -> int:
@@ -181,9 +193,9 @@ def run(
     """
     started = time.monotonic()
     spec.check()
-    target = OutputTarget.from_path(spec.output, spec.output_format)
+    target = OutputTarget.from_path(spec.output_path, spec.output_format)
     state = JobState.for_output(target.path, target.part_format)
-    tally = _Tally(model, metrics, started, discover_inputs(spec.input))
+    tally = _Tally(model, metrics, started, discover_inputs(spec.input_spec))
     engine = _engine(spec, model, state, tally)  # workers start while this process gets ready
     try:
         return _run(spec, model, engine, tally, progress)
@@ -199,7 +211,7 @@ def _run(
     progress: ProgressCallback | None,
 ) -> JobSummary:
     """The body of :func:`run`, once the engine is starting."""
-    target = OutputTarget.from_path(spec.output, spec.output_format)
+    target = OutputTarget.from_path(spec.output_path, spec.output_format)
     state = JobState.for_output(target.path, target.part_format)
     load_model(model.folder, model.sha256, spec.safe_loading)  # fail here, not in a worker
     runtime = cached_runtime(model.sha256)
@@ -395,7 +407,7 @@ def _manifest(
     """What the job is: compared field by field when it resumes."""
     return {
         "format": MANIFEST_FORMAT,
-        "input": {"spec": spec.input, "files": inputs.fingerprint()},
+        "input": {"spec": spec.input_spec, "files": inputs.fingerprint()},
         "model": model.describe(),
         "options": {
             "chunk_rows": chunk_rows,

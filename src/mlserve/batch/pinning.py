@@ -48,7 +48,7 @@ class PinnedModel:
         return cls(manifest.name, manifest.version, manifest.sha256, folder, manifest.signature)
 
 
-def pin_model(store: RegistryStore, ref: ModelRef | str, output: Path) -> PinnedModel:
+def pin_model(store: RegistryStore, ref: ModelRef | str, output: Path | str) -> PinnedModel:
     """The version ``ref`` means for the job writing ``output``.
 
     A new job resolves ``ref`` now. A job being resumed keeps the version it pinned when it
@@ -56,6 +56,7 @@ def pin_model(store: RegistryStore, ref: ModelRef | str, output: Path) -> Pinned
     or another explicit version, or when the pinned version's file has changed.
     """
     ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+    output = Path(output)
     manifest = JobState.for_output(output).read_manifest()
     pinned = manifest.get("model") if manifest else None
     if not isinstance(pinned, dict):

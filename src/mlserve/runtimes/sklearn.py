@@ -125,8 +125,20 @@ class SklearnRuntime:
 
     def _call(self, method: str, batch: Batch) -> np.ndarray:
         """``method`` of the kernel when it takes these rows, else of the estimator."""
-        x = self._prepare(batch)
         kernel = self._kernel
+        if (
+            kernel is not None
+            and self._prefix is None
+            and (method == "predict" or kernel.has_proba)
+            and isinstance(batch, np.ndarray)
+            and batch.dtype == np.float64
+            and batch.shape[-1] == len(self._names)
+            and kernel.accepts(batch)
+        ):
+            # Float64 rows in signature order are what a frame of them turns back into below;
+            # batch scoring hands over such matrices, and skipping the round trip saves a copy.
+            return np.asarray(getattr(kernel, method)(batch))
+        x = self._prepare(batch)
         if kernel is None or (method == "predict_proba" and not kernel.has_proba):
             return np.asarray(getattr(self._estimator, method)(x))
         features = self._kernel_input(x)

@@ -70,6 +70,24 @@ def test_an_interrupted_job_resumes_and_writes_every_row_once(
     assert not JobState.for_output(output).root.exists()
 
 
+def test_the_python_api_takes_paths_and_strings_alike(
+    tmp_path: Path, csv_input: Path, churn_model: PinnedModel
+) -> None:
+    as_strings = run(spec_for(csv_input, tmp_path / "a.parquet"), churn_model)
+    as_paths = run(
+        replace(
+            spec_for(csv_input, tmp_path / "unused.parquet"),
+            input=csv_input,
+            output=str(tmp_path / "b.parquet"),
+            rejects_path=str(tmp_path / "b-rejects.jsonl"),
+        ),
+        churn_model,
+    )
+    assert as_paths.rows_scored == as_strings.rows_scored == 500
+    assert as_paths.rejects_file == str(tmp_path / "b-rejects.jsonl")
+    assert pd.read_parquet(tmp_path / "b.parquet").equals(pd.read_parquet(tmp_path / "a.parquet"))
+
+
 def test_a_chunk_whose_done_marker_was_left_empty_is_redone(
     tmp_path: Path, csv_input: Path, churn_model: PinnedModel
 ) -> None:
