@@ -13,7 +13,8 @@ Builds Parquet files of make_classification(n_features=20) rows, then measures
 
 Each job is an `mlserve batch` command, so interpreter, import and pool start-up are included,
 as a user sees them; "inside run()" is the job without them. Jobs use the default chunk size. Prints a
-markdown table. Not run by the tests: ``.venv/bin/python bench/batch_bench.py``.
+markdown table and writes it to bench/results/batch.md. Run by ``make bench`` after the serving
+benchmark; alone: ``.venv/bin/python bench/batch_bench.py [--skip-5m]``.
 """
 
 from __future__ import annotations
@@ -201,6 +202,12 @@ def main() -> None:
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "mlserve-batch-bench"
     )
     parser.add_argument("--skip-5m", action="store_true", help="skip the 5M-row memory run")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(__file__).parent / "results" / "batch.md",
+        help="where the markdown table goes (it is printed too)",
+    )
     args = parser.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -254,14 +261,18 @@ def main() -> None:
                 f"{float(str(job['wall_s'])):.1f} s, {job['rows_read']:,} rows",
             )
         )
-    print(
-        f"\nmlserve batch benchmark ({platform.processor() or platform.machine()}, {workers} cores, "
-        f"chunks of {CHUNK_ROWS:,} rows, Parquet row groups of {ROW_GROUP_ROWS:,})\n"
-    )
-    print("| measurement | mlserve batch | reference |")
-    print("| --- | --- | --- |")
-    for name, ours, reference in rows:
-        print(f"| {name} | {ours} | {reference} |")
+    lines = [
+        f"mlserve batch benchmark ({platform.processor() or platform.machine()}, {workers} "
+        f"cores, chunks of {CHUNK_ROWS:,} rows, Parquet row groups of {ROW_GROUP_ROWS:,})",
+        "",
+        "| measurement | mlserve batch | reference |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {ours} | {reference} |" for name, ours, reference in rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print("\n" + text)
 
 
 def logreg_rows(

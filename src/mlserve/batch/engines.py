@@ -163,6 +163,14 @@ class ProcessPoolEngine:
         self._lifeline.close()
 
 
+HELPER_MIN_SAVING = 0.25
+"""Least share of a chunk's time helpers must be expected to save before they start. The
+estimate rests on one chunk timed on a machine whose speed varies from run to run, and a wrong
+yes costs more than a wrong no: a linear model, quicker to score than to ship, ran 3x slower
+with a helper (a 5M-row LogisticRegression job whose first chunk happened to ship fast), while
+a forest kept alone runs at one core's speed."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkCost:
     """What one chunk cost this process: reading, scoring and writing it, and pickling it.
@@ -185,14 +193,17 @@ def helpers_pay_off(
     the helpers leave it, so a chunk costs about ``max(read + ship, (read + score + 2 * ship)
     / (helpers + 1))`` instead of ``read + score``. The time saved over the records left must
     beat ``start_s``, the time a worker takes to start, counted as pure loss (it is not, as
-    this process keeps scoring meanwhile). Unknown work left counts as plenty.
+    this process keeps scoring meanwhile). Unknown work left counts as plenty. Either way the
+    chunk must come out at least HELPER_MIN_SAVING faster.
     """
     if helpers < 1 or first.records < 1:
         return False
     alone_s = first.read_s + first.score_s
     shared_s = max(first.read_s + first.ship_s, (alone_s + 2 * first.ship_s) / (helpers + 1))
+    if shared_s > (1 - HELPER_MIN_SAVING) * alone_s:
+        return False
     if records_left is None:
-        return shared_s < alone_s
+        return True
     return (alone_s - shared_s) * records_left / first.records > start_s
 
 

@@ -110,6 +110,19 @@ def discover_inputs(spec: str) -> InputSet:
     Hidden files and files starting with ``_`` (such as ``_SUCCESS``) are skipped in folders.
     Raises DatasetError when nothing matches or a named file has an unknown format.
     """
+    try:
+        return _discover(spec)
+    except DatasetError:
+        raise
+    except ImportError as exc:  # fsspec names the package a protocol needs
+        raise DatasetError(f"{spec}: {exc}") from None
+    except ValueError as exc:  # an unknown protocol, a malformed URL
+        raise DatasetError(f"{spec}: {exc}") from None
+    except Exception as exc:  # the filesystem's own errors: unreachable host, no permission
+        raise DatasetError(f"{spec}: cannot list the input: {type(exc).__name__}: {exc}") from None
+
+
+def _discover(spec: str) -> InputSet:
     fs, root = fsspec.core.url_to_fs(spec)
     if any(ch in root for ch in _GLOB_CHARS):
         paths = sorted(p for p in fs.glob(root) if fs.isfile(p))

@@ -23,5 +23,15 @@ def test_no_helpers_for_a_model_faster_than_sending_it_rows() -> None:
     assert not helpers_pay_off(FAST, records_left=100_000, helpers=1, start_s=1.0)
 
 
+def test_no_helpers_when_they_would_save_only_a_little() -> None:
+    # Reading dominates: 0.055 s a chunk shared against 0.07 s alone (21 % saved). Over 10M
+    # records that would repay the start many times, but one timed chunk is too weak a sign.
+    read_bound = ChunkCost(records=10_000, read_s=0.05, score_s=0.02, ship_s=0.005)
+    assert not helpers_pay_off(read_bound, records_left=10_000_000, helpers=1, start_s=0.1)
+    assert not helpers_pay_off(read_bound, records_left=None, helpers=1, start_s=0.1)
+    score_bound = ChunkCost(records=10_000, read_s=0.005, score_s=0.04, ship_s=0.0)
+    assert helpers_pay_off(score_bound, records_left=10_000_000, helpers=1, start_s=0.1)
+
+
 def test_no_helpers_on_one_core() -> None:
     assert not helpers_pay_off(SLOW, records_left=1_000_000, helpers=0, start_s=1.0)

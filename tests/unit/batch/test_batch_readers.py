@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
+import socket
 from pathlib import Path
 
 import fsspec
@@ -102,6 +104,26 @@ def test_nothing_to_read_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no CSV, Parquet or JSON Lines files"):
         discover_inputs(str(tmp_path / "empty"))
+
+
+def test_an_unknown_protocol_is_an_error_naming_the_input() -> None:
+    with pytest.raises(DatasetError, match=r"^nosuch://bucket/x\.parquet: .*nosuch"):
+        discover_inputs("nosuch://bucket/x.parquet")
+
+
+def test_a_protocol_whose_package_is_missing_says_what_to_install() -> None:
+    if importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed here")
+    with pytest.raises(DatasetError, match=r"^s3://bucket/x\.parquet: .*s3fs"):
+        discover_inputs("s3://bucket/x.parquet")
+
+
+def test_an_unreachable_server_is_an_error_naming_the_input() -> None:
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/x.parquet"
+        with pytest.raises(DatasetError, match=r"cannot list the input"):
+            discover_inputs(url)
 
 
 def test_compressed_csv_and_json_lines_are_read_through(tmp_path: Path) -> None:
