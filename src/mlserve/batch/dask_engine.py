@@ -33,6 +33,7 @@ class DaskEngine:
     """Chunks run as Dask tasks on a LocalCluster of ``workers`` processes, or at ``address``."""
 
     name = "dask"
+    threads = 1
     scores_here = False
 
     def __init__(

@@ -16,13 +16,20 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mlserve.batch import forkserver
 from mlserve.batch.checkpoint import ChunkReport
 from mlserve.batch.pinning import PinnedModel
-from mlserve.batch.workers import ChunkTask, load_model, run_chunk, start_pool_worker
+from mlserve.batch.scoring import stop_threads
+from mlserve.batch.workers import (
+    ChunkTask,
+    cached_runtime,
+    load_model,
+    run_chunk,
+    start_pool_worker,
+)
 from mlserve.errors import MlserveError
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ class Engine(Protocol):
 
     name: str
     workers: int
+    threads: int
+    """Threads each scoring process predicts a chunk on (1 unless ``AutoEngine`` chose more)."""
     scores_here: bool
     """True when this process scores chunks itself (then it has no time to spare)."""
 
@@ -59,6 +68,7 @@ class InlineEngine:
     """One worker: scores in this process, which loaded the model already."""
 
     name = "local"
+    threads = 1
     workers = 1
     scores_here = True
 
@@ -84,6 +94,7 @@ class ProcessPoolEngine:
     """
 
     name = "local"
+    threads = 1
 
     def __init__(
         self, model: PinnedModel, *, workers: int, safe: bool, score_here: bool = False
@@ -207,6 +218,18 @@ def helpers_pay_off(
     return (alone_s - shared_s) * records_left / first.records > start_s
 
 
+def threads_pay_off(first: ChunkCost, threads: int) -> bool:
+    """True when scoring on ``threads`` threads should cut a chunk's time by HELPER_MIN_SAVING.
+
+    Reading stays on one thread, so a chunk takes about ``read + score / threads``; threads
+    start at once and ship nothing, so unlike helpers nothing has to be repaid.
+    """
+    if threads < 2 or first.records < 1:
+        return False
+    alone_s = first.read_s + first.score_s
+    return first.read_s + first.score_s / threads <= (1 - HELPER_MIN_SAVING) * alone_s
+
+
 class AutoEngine:
     """The default local engine: this process alone, plus helper processes when they pay off.
 
@@ -218,6 +241,11 @@ class AutoEngine:
     and only when a core is idle: it imports scikit-learn there while this process reads and
     scores, so workers that are wanted start in milliseconds. On a busy machine nothing starts
     early: there, worker imports slowed a job that then did not use them.
+
+    A model whose predictions scale with threads (``Runtime.scales_with_threads``: a forest)
+    gets no helper processes: when the first chunk shows it pays (``threads_pay_off``), this
+    process scores each chunk on one thread per idle core, with nothing to start, ship or load
+    again (a 1M-row RandomForest job: 4.1 s inside ``run()`` with a helper, ~3 s with threads).
     """
 
     name = "local"
@@ -233,6 +261,7 @@ class AutoEngine:
         self._start_s = max(time.perf_counter() - started, MIN_WORKER_START_S)
         self._pool: ProcessPoolEngine | None = None
         self.workers = 1
+        self.threads = 1
         self.scores_here = True
 
     def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
@@ -247,6 +276,15 @@ class AutoEngine:
         report = run_chunk(first)
         scored = time.perf_counter()
         helpers = forkserver.idle_cores(self._cores, _busy_elsewhere(cpu_before))
+        if cached_runtime(self._model.sha256).scales_with_threads:
+            cost = ChunkCost(first.chunk.records, read - started, scored - read)
+            yield report
+            if threads_pay_off(cost, helpers + 1):
+                self.threads = helpers + 1
+                log.info("batch scoring threads", extra={"threads": self.threads})
+            for task in source:
+                yield run_chunk(replace(task, threads=self.threads))
+            return
         if helpers > 0:
             pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL)  # as sending it to one would
         shipped = time.perf_counter()
@@ -268,6 +306,7 @@ class AutoEngine:
 
     def close(self) -> None:
         """Stop the helpers, if any started, else the forkserver started early for them."""
+        stop_threads()
         if self._pool is not None:
             self._pool.close()
         else:

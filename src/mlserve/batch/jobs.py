@@ -154,6 +154,8 @@ class JobSummary:
     model_sha256: str
     engine: str
     workers: int
+    threads: int
+    """Threads each process scored on (``AutoEngine`` uses more for a forest on idle cores)."""
     rows_read: int
     rows_scored: int
     rows_rejected: int
@@ -383,6 +385,7 @@ class _Tally:
             model_sha256=self._model.sha256,
             engine=engine.name,
             workers=engine.workers,
+            threads=engine.threads,
             rows_read=self.records,
             rows_scored=self.scored,
             rows_rejected=self.rejected,

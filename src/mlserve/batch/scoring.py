@@ -7,6 +7,9 @@ call) becomes a reject naming the record and the reason.
 
 from __future__ import annotations
 
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +30,14 @@ PROBA_PREFIX = "proba_"
 RESERVED_COLUMNS = (PREDICTION, MODEL_VERSION, ROW)
 """Output columns a passthrough column may not shadow (nor may it start with ``proba_``)."""
 
+MIN_THREAD_ROWS = 2_000
+"""Least rows a scoring thread gets: below, handing rows to a thread costs more than it saves."""
+
 _TRUE = pa.array(["true", "t", "yes", "1", "1.0"])
 _FALSE = pa.array(["false", "f", "no", "0", "0.0"])
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +70,15 @@ class ScoredChunk:
     rejects: tuple[Reject, ...]
 
 
-def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> ScoredChunk:
-    """Validate, predict and shape one chunk. Rejects come out in record order."""
+def score_chunk(
+    chunk: Chunk, runtime: Runtime, options: ScoringOptions, *, threads: int = 1
+) -> ScoredChunk:
+    """Validate, predict and shape one chunk. Rejects come out in record order.
+
+    With ``threads`` > 1 the rows are predicted in that many consecutive blocks at once, for
+    runtimes whose predictions run in parallel (``Runtime.scales_with_threads``); the answers
+    are the same, row for row.
+    """
     rejects = list(chunk.bad)
     if chunk.texts is not None:
         columns, rows, lines, parse_rejects = _parse_json_lines(
@@ -77,7 +93,9 @@ def score_chunk(chunk: Chunk, runtime: Runtime, options: ScoringOptions) -> Scor
     problems = _Problems(count)
     batch = _model_input(runtime.signature, columns, count, problems)
     accepted = problems.clean_positions()
-    predictions, probabilities, failed = _predict(runtime, _rows_of(batch, accepted), options.proba)
+    predictions, probabilities, failed = _predict(
+        runtime, _rows_of(batch, accepted), options.proba, threads
+    )
     for position, reason in failed.items():
         problems.flag_one(int(accepted[position]), reason)
     if failed:
@@ -313,22 +331,62 @@ def _to_numpy(array: pa.Array) -> np.ndarray:
 
 
 def _predict(
-    runtime: Runtime, batch: Batch, proba: bool
+    runtime: Runtime, batch: Batch, proba: bool, threads: int = 1
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str]]:
     """Predictions for every row the model accepts, and why it refused the others.
 
     A failed call is split in halves until the rows at fault are alone, so one bad row costs
-    about 2 * log2(rows) extra calls instead of failing its whole chunk.
+    about 2 * log2(rows) extra calls instead of failing its whole chunk. With ``threads``, each
+    of that many blocks of rows is predicted (and split) on its own thread.
     """
     if not len(batch):
         return None, None, {}
     failed: dict[int, str] = {}
-    parts = _bisect(runtime, batch, proba, 0, len(batch), failed)
+    blocks = _blocks(len(batch), threads)
+    if len(blocks) == 1:
+        parts = _bisect(runtime, batch, proba, 0, len(batch), failed)
+    else:
+        pool = _thread_pool(len(blocks))
+        per_block: list[dict[int, str]] = [{} for _ in blocks]
+        futures = [
+            pool.submit(_bisect, runtime, batch, proba, start, stop, block_failed)
+            for (start, stop), block_failed in zip(blocks, per_block, strict=True)
+        ]
+        parts = [part for future in futures for part in future.result()]
+        for block_failed in per_block:
+            failed.update(block_failed)
     if not parts:
         return None, None, failed
     predictions = np.concatenate([p for p, _ in parts])
     probabilities = np.concatenate([q for _, q in parts if q is not None]) if proba else None
     return predictions, probabilities, failed
+
+
+def _blocks(rows: int, threads: int) -> list[tuple[int, int]]:
+    """``rows`` cut into at most ``threads`` consecutive blocks of MIN_THREAD_ROWS or more."""
+    count = max(1, min(threads, rows // MIN_THREAD_ROWS))
+    edges = [rows * i // count for i in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's scoring threads, at least ``threads`` of them (see stop_threads)."""
+    global _POOL, _POOL_SIZE  # one pool per process, made on first use
+    with _POOL_LOCK:
+        if _POOL is None or threads > _POOL_SIZE:
+            if _POOL is not None:
+                _POOL.shutdown(wait=True)
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(threads, "mlserve-score"), threads
+        return _POOL
+
+
+def stop_threads() -> None:
+    """Stop the scoring threads (a job ends with it: they are not daemon threads)."""
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=True)
+        _POOL, _POOL_SIZE = None, 0
 
 
 def _bisect(

@@ -58,6 +58,9 @@ class ChunkTask:
     options: ScoringOptions
     model_sha256: str
     part_format: PartFormat = "arrow"
+    threads: int = 1
+    """Scoring threads for this chunk (``score_chunk``); more than 1 only where the runtime
+    scales with threads."""
 
 
 def load_model(folder: Path, sha256: str, safe: bool) -> None:
@@ -123,7 +126,8 @@ def run_chunk(task: ChunkTask) -> ChunkReport:
     runtime, loaded_by = _RUNTIMES[task.model_sha256]
     if task.options.proba and not runtime.has_proba:
         raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
-    scored = score_chunk(task.chunk, runtime, task.options)
+    threads = task.threads if runtime.scales_with_threads else 1
+    scored = score_chunk(task.chunk, runtime, task.options, threads=threads)
     return write_chunk(
         JobState(task.state_root, task.part_format),
         task.chunk.seq,

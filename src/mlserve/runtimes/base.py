@@ -40,6 +40,13 @@ class Runtime(Protocol):
         """Class labels in ``predict_proba`` column order (empty for regressors)."""
         ...
 
+    @property
+    def scales_with_threads(self) -> bool:
+        """True when blocks of rows predicted on several threads at once run in parallel and
+        give, row for row, exactly what one call on all the rows gives (batch jobs then score
+        a chunk on several cores of one process)."""
+        ...
+
     def predict(self, batch: Batch) -> np.ndarray:
         """Predict one output per row."""
         ...

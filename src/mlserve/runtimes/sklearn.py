@@ -108,6 +108,14 @@ class SklearnRuntime:
         return isinstance(self._kernel, ForestKernel)
 
     @property
+    def scales_with_threads(self) -> bool:
+        """True for a bare forest on the forest kernel: trees walk rows in compiled code that
+        releases the GIL, and each row's sum is the same whatever rows share the call. Not for
+        the linear kernel (BLAS sums differ in the last bit between a block and the whole, and
+        a chunk's product is too quick to share), nor a pipeline's Python transforms."""
+        return isinstance(self._kernel, ForestKernel) and self._prefix is None
+
+    @property
     def uses_linear_kernel(self) -> bool:
         """True when linear-classifier predictions skip scikit-learn's per-call validation
         (``runtimes/linear.py``)."""

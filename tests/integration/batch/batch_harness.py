@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,11 +67,13 @@ class BatchProject:
             self.home / "cache",
         )
 
-    def register(self, seed: int = 0, name: str = "churn") -> Pipeline:
-        """Train and register a scaler + logistic regression; returns the fitted model."""
+    def register(self, seed: int = 0, name: str = "churn", model: Any = None) -> Any:
+        """Train and register ``model`` (default: a scaler + logistic regression); returns it
+        fitted."""
         frame = feature_frame(300, seed)
         target = np.where(frame["f0"] + frame["f2"] > 0, "yes", "no")
-        model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
+        if model is None:
+            model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression())])
         model.fit(frame, target)
         signature = Signature(
             inputs=describe_features(frame),

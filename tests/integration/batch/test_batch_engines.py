@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from batch_harness import BatchProject, input_frame
 from distributed import LocalCluster
+from sklearn.ensemble import RandomForestClassifier
 
 from mlserve.batch import JobSpec, JobSummary, PinnedModel, Progress, pin_model, run
+from mlserve.batch.scoring import MIN_THREAD_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,33 @@ def test_every_engine_writes_the_same_rows_and_rejects(
         other_rows, other_rejects = outputs(root / name)
         assert other_rows.equals(rows), name
         assert other_rejects == rejects, name
+
+
+@pytest.mark.slow
+def test_a_forest_gets_threads_not_helper_processes_and_the_same_rows(
+    project: BatchProject,
+) -> None:
+    project.register(name="forest", model=RandomForestClassifier(n_estimators=60, random_state=0))
+    source = project.root / "rows.parquet"
+    input_frame(3 * 2 * MIN_THREAD_ROWS, seed=8).to_parquet(source)
+    store = project.store()
+    try:
+        forest = pin_model(store, "forest:1", project.root / "any.parquet")
+    finally:
+        store.close()
+    root = project.root
+
+    def job(output: str, workers: int | None) -> JobSummary:
+        spec = JobSpec(source, root / output, chunk_rows=2 * MIN_THREAD_ROWS, workers=workers)
+        return run(spec, forest)
+
+    auto, inline, pool = job("auto.parquet", None), job("one.parquet", 1), job("pool.parquet", 2)
+    assert (auto.workers, inline.threads, pool.threads) == (1, 1, 1)  # no helper processes
+    assert auto.threads in (1, 2)  # 2 when the other core was idle as the job started
+    rows = pd.read_parquet(root / "one.parquet")
+    assert len(rows) == 6 * MIN_THREAD_ROWS
+    assert pd.read_parquet(root / "auto.parquet").equals(rows)
+    assert pd.read_parquet(root / "pool.parquet").equals(rows)
 
 
 @pytest.mark.slow

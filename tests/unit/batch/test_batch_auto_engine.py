@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlserve.batch.engines import ChunkCost, helpers_pay_off
+from mlserve.batch.engines import ChunkCost, helpers_pay_off, threads_pay_off
 
 SLOW = ChunkCost(records=10_000, read_s=0.01, score_s=0.5, ship_s=0.01)
 """A chunk of a model that takes the time: a forest, say."""
@@ -35,3 +35,15 @@ def test_no_helpers_when_they_would_save_only_a_little() -> None:
 
 def test_no_helpers_on_one_core() -> None:
     assert not helpers_pay_off(SLOW, records_left=1_000_000, helpers=0, start_s=1.0)
+
+
+def test_threads_score_a_slow_model_whatever_is_left() -> None:
+    # Nothing to start or ship: even a short job gains from a second thread.
+    assert threads_pay_off(SLOW, threads=2)
+    assert not threads_pay_off(SLOW, threads=1)
+
+
+def test_no_threads_when_reading_takes_the_time() -> None:
+    read_bound = ChunkCost(records=10_000, read_s=0.03, score_s=0.01)
+    assert not threads_pay_off(read_bound, threads=2)  # 0.035 s against 0.04 s alone
+    assert not threads_pay_off(read_bound, threads=16)  # 23 % saved: under the bar

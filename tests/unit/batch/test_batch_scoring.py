@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from batch_data import FEATURES, NUMERIC, feature_frame, input_frame
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlserve.batch import PinnedModel
 from mlserve.batch.readers import ReadPlan, discover_inputs, iter_chunks
-from mlserve.batch.scoring import ScoredChunk, ScoringOptions, score_chunk
+from mlserve.batch.scoring import (
+    MIN_THREAD_ROWS,
+    ScoredChunk,
+    ScoringOptions,
+    _blocks,
+    score_chunk,
+)
 from mlserve.monitoring import describe_features
 from mlserve.runtimes import Runtime, SklearnRuntime, load_runtime
 from mlserve.types import Signature
@@ -168,3 +178,73 @@ def test_an_all_numeric_model_gets_one_float_matrix_and_the_same_predictions(
     good = feature_frame(40, seed=4)[NUMERIC].drop(index=[3, 5, 7])
     assert scored.table is not None
     assert scored.table.column("prediction").to_pylist() == list(predict(good))
+
+
+@pytest.fixture(scope="module")
+def forest_runtime() -> SklearnRuntime:
+    """A bare random forest on the four numeric features: its rows scale with threads."""
+    frame = feature_frame(400, seed=5)[NUMERIC]
+    target = np.where(frame["f0"] + frame["f1"] > 0, "yes", "no")
+    forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)
+    signature = Signature(inputs=describe_features(frame), task="classification")
+    return SklearnRuntime(forest.fit(frame, target), signature)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_a_chunk_scored_on_threads_is_the_chunk_scored_on_one(
+    tmp_path: Path, forest_runtime: SklearnRuntime, threads: int
+) -> None:
+    rows = 3 * MIN_THREAD_ROWS + 17
+    frame = feature_frame(rows, seed=6)[NUMERIC].astype(object)
+    frame.loc[[5, MIN_THREAD_ROWS + 1, rows - 1], "f2"] = "oops"  # rejects in several blocks
+    frame.to_csv(tmp_path / "in.csv", index_label="id")
+    options = ScoringOptions("forest:1", id_column="id", proba=True)
+    plan = ReadPlan(options.input_columns(NUMERIC), rows)
+    [chunk] = iter_chunks(discover_inputs(str(tmp_path / "in.csv")), plan)
+    assert forest_runtime.scales_with_threads
+    one = score_chunk(chunk, forest_runtime, options)
+    many = score_chunk(chunk, forest_runtime, options, threads=threads)
+    assert one.table is not None
+    assert many.table is not None
+    assert many.table.equals(one.table)  # bit for bit, probabilities included
+    assert many.rejects == one.rejects
+    assert [r.id for r in many.rejects] == ["5", str(MIN_THREAD_ROWS + 1), str(rows - 1)]
+
+
+def test_a_model_error_in_one_block_rejects_only_its_row(
+    tmp_path: Path, forest_runtime: SklearnRuntime
+) -> None:
+    rows = 2 * MIN_THREAD_ROWS
+    feature_frame(rows, seed=7)[NUMERIC].to_parquet(tmp_path / "in.parquet")
+    options = ScoringOptions("forest:1")
+    [chunk] = iter_chunks(
+        discover_inputs(str(tmp_path / "in.parquet")),
+        ReadPlan(options.input_columns(NUMERIC), rows),
+    )
+    bad = float(chunk.table.column("f3")[rows - 3].as_py())  # type: ignore[union-attr]
+    predict = forest_runtime.predict
+
+    def refusing_predict(batch: np.ndarray) -> np.ndarray:  # a model that refuses one value
+        if np.any(batch[:, 3] == bad):
+            raise ValueError("value out of range")
+        return predict(batch)
+
+    runtime = SklearnRuntime(forest_runtime.estimator, forest_runtime.signature)
+    runtime.predict = refusing_predict  # type: ignore[method-assign]
+    scored = score_chunk(chunk, runtime, options, threads=2)
+    assert [(r.row, r.reason) for r in scored.rejects] == [
+        (rows - 3, "model error: ValueError: value out of range")
+    ]
+    assert scored.table is not None
+    assert scored.table.column("row").to_pylist() == [i for i in range(rows) if i != rows - 3]
+
+
+@given(rows=st.integers(0, 50_000), threads=st.integers(1, 16))
+def test_blocks_cover_every_row_once_in_order(rows: int, threads: int) -> None:
+    blocks = _blocks(rows, threads)
+    assert blocks[0][0] == 0
+    assert blocks[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+    assert 1 <= len(blocks) <= threads
+    if len(blocks) > 1:
+        assert min(stop - start for start, stop in blocks) >= MIN_THREAD_ROWS
