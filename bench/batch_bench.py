@@ -328,9 +328,10 @@ def _worker_choices(cores: int) -> list[int | None]:
 
 def _workers_label(workers: int | None, job: dict[str, object]) -> str:
     """How many workers a row asked for (and, for the default, how many the job used)."""
-    used = int(str(job["workers"]))
+    used, threads = int(str(job["workers"])), int(str(job.get("threads", 1)))
     if workers is None:
-        return f"default workers (used {used})"
+        on = f" on {threads} threads" if threads > 1 else ""
+        return f"default workers (used {used}{on})"
     return f"{workers} worker{'s' if workers > 1 else ''}"
 
 

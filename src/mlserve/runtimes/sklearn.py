@@ -80,6 +80,9 @@ class SklearnRuntime:
         raw_classes = getattr(estimator, "classes_", None)
         self._classes: list[object] = [] if raw_classes is None else list(raw_classes)
         self._prefix, self._kernel = _kernel(estimator)
+        self._scales_with_threads = isinstance(self._kernel, ForestKernel) and (
+            self._prefix is None or _row_wise(self._prefix)
+        )
 
     @classmethod
     def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> SklearnRuntime:
@@ -109,11 +112,12 @@ class SklearnRuntime:
 
     @property
     def scales_with_threads(self) -> bool:
-        """True for a bare forest on the forest kernel: trees walk rows in compiled code that
-        releases the GIL, and each row's sum is the same whatever rows share the call. Not for
-        the linear kernel (BLAS sums differ in the last bit between a block and the whole, and
-        a chunk's product is too quick to share), nor a pipeline's Python transforms."""
-        return isinstance(self._kernel, ForestKernel) and self._prefix is None
+        """True for a forest on the forest kernel, bare or after row-wise transforms (what
+        ``mlserve train`` builds: impute, scale, one-hot encode): trees walk rows in compiled
+        code that releases the GIL, and each row's numbers are the same whatever rows share the
+        call. Not for the linear kernel (BLAS sums differ in the last bit between a block and
+        the whole, and a chunk's product is too quick to share), nor other transforms."""
+        return self._scales_with_threads
 
     @property
     def uses_linear_kernel(self) -> bool:
@@ -199,6 +203,44 @@ def _kernel(estimator: Any) -> tuple[Any, ForestKernel | LinearKernel | None]:
         kernel = _kernel_of(estimator.steps[-1][1])
         return (estimator[:-1], kernel) if kernel is not None else (None, None)
     return None, _kernel_of(estimator)
+
+
+def _row_wise(step: Any) -> bool:
+    """True when ``step`` transforms each row on its own, value by value (imputers, scalers,
+    dense one-hot and ordinal encoders, and column transformers or pipelines of them), so a
+    row comes out the same bits in a block of rows as in the whole batch."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import (
+        MaxAbsScaler,
+        MinMaxScaler,
+        OneHotEncoder,
+        OrdinalEncoder,
+        RobustScaler,
+        StandardScaler,
+    )
+
+    if isinstance(step, str):
+        return step in ("passthrough", "drop")
+    kind = type(step)
+    if kind is Pipeline:
+        return all(_row_wise(inner) for _, inner in step.steps)
+    if kind is ColumnTransformer:
+        # A sparse output's density, and so its type, could differ between blocks.
+        return not getattr(step, "sparse_output_", True) and all(
+            _row_wise(inner) for _, inner, _ in step.transformers_
+        )
+    if kind is OneHotEncoder:
+        return not step.sparse_output
+    return kind in (
+        SimpleImputer,
+        StandardScaler,
+        MinMaxScaler,
+        MaxAbsScaler,
+        RobustScaler,
+        OrdinalEncoder,
+    )
 
 
 def _kernel_of(model: Any) -> ForestKernel | LinearKernel | None:

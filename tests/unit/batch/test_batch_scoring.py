@@ -11,10 +11,12 @@ import pytest
 from batch_data import FEATURES, NUMERIC, feature_frame, input_frame
 from hypothesis import given
 from hypothesis import strategies as st
+from sklearn.compose import make_column_transformer
+from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlserve.batch import PinnedModel
 from mlserve.batch.readers import ReadPlan, discover_inputs, iter_chunks
@@ -27,6 +29,7 @@ from mlserve.batch.scoring import (
 )
 from mlserve.monitoring import describe_features
 from mlserve.runtimes import Runtime, SklearnRuntime, load_runtime
+from mlserve.training.train import build_pipeline
 from mlserve.types import Signature
 
 
@@ -248,3 +251,70 @@ def test_blocks_cover_every_row_once_in_order(rows: int, threads: int) -> None:
     assert 1 <= len(blocks) <= threads
     if len(blocks) > 1:
         assert min(stop - start for start, stop in blocks) >= MIN_THREAD_ROWS
+
+
+def _forest_after(prepare: list[tuple[str, object]]) -> SklearnRuntime:
+    """A forest after the ``prepare`` steps (bare when there are none)."""
+    frame = feature_frame(300, seed=9)
+    target = np.where(frame["f0"] > 0, "yes", "no")
+    forest = RandomForestClassifier(n_estimators=10, random_state=0)
+    used = frame if prepare else frame[NUMERIC]
+    model = Pipeline([*prepare, ("model", forest)]) if prepare else forest
+    return SklearnRuntime(
+        model.fit(used, target),
+        Signature(inputs=describe_features(used), task="classification"),
+    )
+
+
+def test_a_trained_forest_pipeline_scores_on_threads_with_the_same_bits(tmp_path: Path) -> None:
+    frame = feature_frame(300, seed=9)
+    target = np.where(frame["f0"] > 0, "yes", "no")
+    model = build_pipeline(frame, RandomForestClassifier(n_estimators=10, random_state=0))
+    runtime = SklearnRuntime(
+        model.fit(frame, target),
+        Signature(inputs=describe_features(frame), task="classification"),
+    )
+    assert runtime.scales_with_threads  # impute, scale, one-hot: row by row
+    rows = 2 * MIN_THREAD_ROWS + 5
+    source = input_frame(rows, seed=10)
+    source.loc[[3, rows - 2], "plan"] = [None, "unseen"]
+    source.to_parquet(tmp_path / "in.parquet")
+    options = ScoringOptions("churn:1", id_column="id", proba=True)
+    [chunk] = iter_chunks(
+        discover_inputs(str(tmp_path / "in.parquet")),
+        ReadPlan(options.input_columns(FEATURES), rows),
+    )
+    one = score_chunk(chunk, runtime, options)
+    two = score_chunk(chunk, runtime, options, threads=2)
+    assert one.table is not None
+    assert two.table is not None
+    assert two.table.equals(one.table)
+    assert two.rejects == one.rejects
+
+
+@pytest.mark.parametrize(
+    ("prepare", "scales"),
+    [
+        ([], True),
+        ([("scale", make_column_transformer((StandardScaler(), NUMERIC)))], True),
+        ([("reduce", make_column_transformer((PCA(2), NUMERIC)))], False),  # sums across columns
+        (
+            [
+                (
+                    "encode",
+                    make_column_transformer((OneHotEncoder(), ["plan"]), remainder="passthrough"),
+                )
+            ],
+            False,  # sparse: a block's density, so its type, may differ from the whole's
+        ),
+    ],
+)
+def test_only_row_wise_transforms_before_a_forest_scale_with_threads(
+    prepare: list[tuple[str, object]], scales: bool
+) -> None:
+    assert _forest_after(prepare).scales_with_threads is scales
+
+
+def test_a_linear_model_does_not_scale_with_threads(numeric_runtime: SklearnRuntime) -> None:
+    assert numeric_runtime.uses_linear_kernel
+    assert not numeric_runtime.scales_with_threads
