@@ -56,6 +56,12 @@ def test_peak_memory_of_200k_rows_is_that_of_20k_rows(project: BatchProject) -> 
     frame.head(20_000).to_csv(small, index=False)
     frame.to_csv(large, index=False)
     del frame
-    small_mib = peak_rss_mib(project, small, project.root / "small.parquet")
-    large_mib = peak_rss_mib(project, large, project.root / "large.parquet")
+    # The least of two runs each: a peak is only ever inflated (one run of the full suite on a
+    # busy machine saw 19 MiB more for the large file, the next runs none), never deflated.
+    small_mib = min(
+        peak_rss_mib(project, small, project.root / f"small-{i}.parquet") for i in (1, 2)
+    )
+    large_mib = min(
+        peak_rss_mib(project, large, project.root / f"large-{i}.parquet") for i in (1, 2)
+    )
     assert large_mib - small_mib < GROWTH_LIMIT_MIB, (small_mib, large_mib)
