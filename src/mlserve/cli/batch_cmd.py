@@ -64,9 +64,9 @@ def batch(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes (default: this one, plus one per other idle core when "
-            "timing the first chunk shows the model is slow enough to repay starting them; "
-            "dask: one per core)."
+            help="Worker processes (default: this one, using the other idle cores when timing "
+            "the first chunk shows the model is slow enough: a forest through threads here, "
+            "other models through one helper process per core; dask: one per core)."
         ),
     ] = None,
     id_column: Annotated[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import logging
 import os
 import sys
@@ -120,6 +121,30 @@ app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
 app.add_typer(registry_cmds.runs_app, name="runs")
 app.add_typer(log_cmd.log_app, name="log")
+
+
+def reflowed(doc: str) -> str:
+    """A docstring with each paragraph on one line: rich help keeps line breaks as written,
+    so source-wrapped lines came out ragged at any terminal width other than the source's."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(commands: typer.Typer) -> None:
+    """Reflow the help of every command of ``commands`` and of its sub-command groups."""
+    callback = commands.registered_callback
+    if callback is not None and callback.callback is not None and callback.callback.__doc__:
+        callback.help = reflowed(callback.help or callback.callback.__doc__)
+    for info in commands.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if doc:
+            info.help = reflowed(doc)
+    for group in commands.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def exit_code_for(error: MlserveError) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -372,6 +373,7 @@ def command_paths() -> list[list[str]]:
     return walk(typer.main.get_command(app), [])
 
 
+HELP_COLUMNS = 120
 HELP_SCRIPT = """
 import json, sys
 from mlserve.cli.main import run
@@ -392,7 +394,7 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
     helps = subprocess.run(
         [sys.executable, "-c", HELP_SCRIPT, json.dumps(paths)],
         cwd=tmp_path,
-        env=cli_env(),
+        env=cli_env({"COLUMNS": str(HELP_COLUMNS)}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -410,6 +412,12 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
         assert code == "0", name
         assert f"Usage: {name} [OPTIONS]" in section, name
         assert "Example: mlserve " in section, f"`{name} --help` shows no example"
+        # Paragraphs wrap at the terminal's width, not where the source's lines break: a line
+        # followed by more of its paragraph is nearly full.
+        lines = [line.rstrip() for line in section.split("╭", 1)[0].splitlines()]
+        for line, after in itertools.pairwise(lines):
+            if line and after:
+                assert len(line) > HELP_COLUMNS - 40, (name, line)
 
 
 # -- errors ---------------------------------------------------------------------------------------
