@@ -78,6 +78,47 @@ def test_runtime_answers_exactly_as_the_estimator(
         assert np.array_equal(runtime.predict_proba(frame), wanted)  # bitwise, not approximately
 
 
+@pytest.mark.parametrize("name", ["rf", "rf-labels", "et", "rf-frame"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(x=rows)
+def test_predictions_with_probabilities_are_the_two_calls_in_one_pass(
+    forests: dict[str, object], name: str, x: np.ndarray
+) -> None:
+    runtime = SklearnRuntime(forests[name], SIGNATURE)
+    kernel = runtime._kernel
+    assert isinstance(kernel, ForestKernel)
+    passes = []
+    walk = kernel.predict_proba
+
+    def counted(rows: np.ndarray) -> np.ndarray:
+        passes.append(len(rows))
+        return walk(rows)
+
+    for given_rows in (x, pd.DataFrame(x, columns=SIGNATURE.feature_names)):
+        kernel.predict_proba = counted  # type: ignore[method-assign]  # count the tree walks
+        predicted, probabilities = runtime.predict_with_proba(given_rows)
+        kernel.predict_proba = walk  # type: ignore[method-assign]
+        assert passes == [len(x)]
+        passes.clear()
+        expected = runtime.predict(given_rows)
+        assert predicted.dtype == expected.dtype
+        assert np.array_equal(predicted, expected)
+        assert np.array_equal(probabilities, runtime.predict_proba(given_rows))
+
+
+def test_predictions_with_probabilities_fall_back_to_two_calls(
+    forests: dict[str, object],
+) -> None:
+    x = np.random.default_rng(2).normal(size=(30, WIDTH))
+    x[4, 1] = np.nan  # the kernel refuses it: scikit-learn's trees route missing values
+    forest = forests["rf"]
+    predicted, probabilities = SklearnRuntime(forest, SIGNATURE).predict_with_proba(x)
+    assert np.array_equal(predicted, forest.predict(x))  # type: ignore[attr-defined]
+    assert np.array_equal(probabilities, forest.predict_proba(x))  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput, match="no predict_proba"):
+        SklearnRuntime(forests["rf-reg"], SIGNATURE).predict_with_proba(x[:3])
+
+
 def test_rows_at_split_thresholds_land_on_the_same_side(forests: dict[str, object]) -> None:
     forest = forests["rf"]
     tree = forest.estimators_[0].tree_  # type: ignore[attr-defined]

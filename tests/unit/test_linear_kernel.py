@@ -167,3 +167,14 @@ def test_the_probe_refuses_a_kernel_that_disagrees() -> None:
         model, probabilities=True
     )
     assert kernel.agrees_with(other, probabilities=True)
+
+
+@pytest.mark.parametrize("name", ["lr-binary", "lr-multi", "pipeline"])
+def test_predictions_with_probabilities_are_the_two_calls(
+    models: dict[str, object], name: str
+) -> None:
+    runtime = SklearnRuntime(models[name], SIGNATURE)
+    x = np.random.default_rng(4).normal(size=(25, WIDTH))
+    predicted, probabilities = runtime.predict_with_proba(x)
+    assert np.array_equal(predicted, runtime.predict(x))
+    assert np.array_equal(probabilities, runtime.predict_proba(x))

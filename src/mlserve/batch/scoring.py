@@ -400,8 +400,11 @@ def _bisect(
     """Results of rows ``start:stop`` in order, in as few calls as the bad rows allow."""
     part = batch.iloc[start:stop] if isinstance(batch, pd.DataFrame) else batch[start:stop]
     try:
-        predicted = np.asarray(runtime.predict(part))
-        probabilities = np.asarray(runtime.predict_proba(part)) if proba else None
+        probabilities: np.ndarray | None = None
+        if proba:
+            predicted, probabilities = (np.asarray(a) for a in runtime.predict_with_proba(part))
+        else:
+            predicted = np.asarray(runtime.predict(part))
         if len(predicted) != stop - start:
             raise ValueError(f"model returned {len(predicted)} predictions for {stop - start} rows")
     except Exception as exc:  # the job-runner edge: model code may raise anything on a bad row

@@ -54,3 +54,8 @@ class Runtime(Protocol):
     def predict_proba(self, batch: Batch) -> np.ndarray:
         """Class probabilities, one row per input row; raises InvalidInput when unsupported."""
         ...
+
+    def predict_with_proba(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` and ``predict_proba`` of the same rows, exactly as the two calls give
+        them, in one pass where the model allows; raises InvalidInput when unsupported."""
+        ...

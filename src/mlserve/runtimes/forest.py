@@ -105,11 +105,17 @@ class ForestKernel:
         total /= self._count
         return total
 
+    def classes_of(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class of each row of ``predict_proba``'s answer: the most probable, the first of
+        equals, as scikit-learn picks it."""
+        assert self._classes is not None, "a regressor has no classes"
+        classes: np.ndarray = self._classes.take(np.argmax(probabilities, axis=1))
+        return classes
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Classes (the most probable, as scikit-learn picks it) or mean regression values."""
         if self._classes is not None:
-            classes: np.ndarray = self._classes.take(np.argmax(self.predict_proba(x), axis=1))
-            return classes
+            return self.classes_of(self.predict_proba(x))
         x32 = np.asarray(x, dtype=np.float32)
         total = np.zeros(x32.shape[0], dtype=np.float64)
         for tree in self._trees:

@@ -135,6 +135,35 @@ class SklearnRuntime:
             raise InvalidInput("this model does not give probabilities (no predict_proba)")
         return self._call("predict_proba", batch)
 
+    def predict_with_proba(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` and ``predict_proba`` of the same rows, in one pass for a forest classifier
+        on its kernel (its classes are the argmax of its probabilities, as scikit-learn picks
+        them), else in two calls. Raises InvalidInput when the model has no probabilities."""
+        if not self._has_proba:
+            raise InvalidInput("this model does not give probabilities (no predict_proba)")
+        kernel = self._kernel
+        if isinstance(kernel, ForestKernel) and kernel.is_classifier:
+            features = self._forest_features(batch, kernel)
+            if features is not None:
+                probabilities = kernel.predict_proba(features)
+                return kernel.classes_of(probabilities), probabilities
+        return self.predict(batch), self.predict_proba(batch)
+
+    def _forest_features(self, batch: Batch, kernel: ForestKernel) -> np.ndarray | None:
+        """The rows as the forest kernel takes them, or None when it would not take them."""
+        if (
+            self._prefix is None
+            and isinstance(batch, np.ndarray)
+            and batch.dtype == np.float64
+            and batch.shape[-1] == len(self._names)
+            and kernel.accepts(batch)
+        ):
+            return batch  # as in _call: what a frame of these rows would turn back into
+        features = self._kernel_input(self._prepare(batch))
+        if isinstance(features, np.ndarray) and kernel.accepts(features):
+            return features
+        return None
+
     def _call(self, method: str, batch: Batch) -> np.ndarray:
         """``method`` of the kernel when it takes these rows, else of the estimator."""
         kernel = self._kernel

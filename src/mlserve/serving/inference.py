@@ -55,9 +55,11 @@ def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[s
     """
     results: dict[str, np.ndarray] = {}
     try:
-        if PREDICT in outputs:
+        if PREDICT in outputs and PREDICT_PROBA in outputs:
+            results[PREDICT], results[PREDICT_PROBA] = runtime.predict_with_proba(batch)
+        elif PREDICT in outputs:
             results[PREDICT] = runtime.predict(batch)
-        if PREDICT_PROBA in outputs:
+        elif PREDICT_PROBA in outputs:
             results[PREDICT_PROBA] = runtime.predict_proba(batch)
     except ValueError as exc:
         raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0]}") from None
