@@ -243,10 +243,10 @@ class AutoEngine:
     early: there, worker imports slowed a job that then did not use them.
 
     A model whose predictions scale with threads (``Runtime.scales_with_threads``: a forest,
-    bare or after row-wise transforms as `mlserve train` builds them)
-    gets no helper processes: when the first chunk shows it pays (``threads_pay_off``), this
-    process scores each chunk on one thread per idle core, with nothing to start, ship or load
-    again (a 1M-row RandomForest job: 4.1 s inside ``run()`` with a helper, 3.6 s on threads).
+    bare or after row-wise transforms as ``mlserve train`` builds them) gets no helper
+    processes: when the first chunk shows it pays (``threads_pay_off``), this process scores
+    each chunk on one thread per idle core, with nothing to start, ship or load again (a
+    1M-row RandomForest job: 4.1 s inside ``run()`` with a helper, 3.5 s on threads).
     """
 
     name = "local"
