@@ -60,51 +60,39 @@ SAMPLE_S = 0.02
 # after its imports: a fresh process pays for first-touch memory and pyarrow's first calls,
 # which a floor timed inside this warm process would not. pandas is imported up front, as
 # mlserve does: pyarrow's first conversion of a numpy array imports it otherwise (0.3 s).
-PYARROW_FLOOR = """
+# Both stream the input and write row, prediction and model_version in batches of the job's
+# chunk size; they differ in where the prediction comes from.
+_FLOOR = """
 import sys, time
-import numpy as np, pandas, pyarrow as pa, pyarrow.parquet as pq
-source, output, chunk_rows = sys.argv[1:4]
-started = time.perf_counter()
-writer, offset = None, 0
-for batch in pq.ParquetFile(source).iter_batches(batch_size=int(chunk_rows)):
-    out = pa.table({
-        "row": pa.array(np.arange(offset, offset + batch.num_rows)),
-        "prediction": pa.array(np.zeros(batch.num_rows, dtype=np.int64)),
-        "model_version": pa.repeat(pa.scalar("logreg:1"), batch.num_rows),
-    })
-    writer = writer or pq.ParquetWriter(output, out.schema)
-    writer.write_table(out)
-    offset += batch.num_rows
-writer.close()
-print(time.perf_counter() - started)
-"""
-"""pyarrow alone: stream the input, write an output of the job's shape (row, prediction,
-model_version) in batches of the job's chunk size."""
-
-# The least a hand-written script does for the same job: load the model, stream the input,
-# predict, write row, prediction and version. No validation, checkpoints or rejects: what is
-# left of mlserve's end-to-end time over this is their cost plus mlserve's own imports (the
-# registry, the batch code).
-SCRIPT_FLOOR = """
-import sys, time
-import joblib, numpy as np, pandas, pyarrow as pa, pyarrow.parquet as pq
+import {imports}numpy as np, pandas, pyarrow as pa, pyarrow.parquet as pq
 model_path, source, output, chunk_rows = sys.argv[1:5]
 started = time.perf_counter()
-model = joblib.load(model_path)
+model = {model}
 writer, offset = None, 0
 for batch in pq.ParquetFile(source).iter_batches(batch_size=int(chunk_rows)):
-    prediction = model.predict(batch.to_pandas())
-    out = pa.table({
+    out = pa.table({{
         "row": pa.array(np.arange(offset, offset + batch.num_rows)),
-        "prediction": pa.array(prediction),
+        "prediction": pa.array({prediction}),
         "model_version": pa.repeat(pa.scalar("logreg:1"), batch.num_rows),
-    })
+    }})
     writer = writer or pq.ParquetWriter(output, out.schema)
     writer.write_table(out)
     offset += batch.num_rows
 writer.close()
 print(time.perf_counter() - started)
 """
+PYARROW_FLOOR = _FLOOR.format(
+    imports="", model="None", prediction="np.zeros(batch.num_rows, dtype=np.int64)"
+)
+"""pyarrow alone: the output of the job's shape, with a constant prediction."""
+SCRIPT_FLOOR = _FLOOR.format(
+    imports="joblib, ",
+    model="joblib.load(model_path)",
+    prediction="model.predict(batch.to_pandas())",
+)
+"""The least a hand-written script does for the same job: load the model and predict. No
+validation, checkpoints or rejects: what is left of mlserve's end-to-end time over this is their
+cost plus mlserve's own imports (the registry, the batch code)."""
 REPEATS = 3
 """Runs of each LogisticRegression measurement, interleaved; the tables show medians (on a
 shared 2-core VM one run of a sub-second job varies by a factor of two)."""
@@ -283,7 +271,9 @@ def logreg_rows(
     floors, scripts = [], []
     logreg_runs: dict[int | None, list[dict[str, object]]] = {n: [] for n in choices}
     for _ in range(REPEATS):  # interleaved, so a slow spell of the machine hits every kind
-        floors.append(run_script(PYARROW_FLOOR, source, work / "floor-out.parquet", CHUNK_ROWS))
+        floors.append(
+            run_script(PYARROW_FLOOR, "-", source, work / "floor-out.parquet", CHUNK_ROWS)
+        )
         scripts.append(
             run_script(
                 SCRIPT_FLOOR,
