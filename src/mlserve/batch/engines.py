@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
+
+from threadpoolctl import threadpool_limits
 
 from mlserve.batch import forkserver
 from mlserve.batch.checkpoint import ChunkReport
@@ -97,21 +99,33 @@ class ProcessPoolEngine:
     threads = 1
 
     def __init__(
-        self, model: PinnedModel, *, workers: int, safe: bool, score_here: bool = False
+        self,
+        model: PinnedModel,
+        *,
+        workers: int,
+        safe: bool,
+        score_here: bool = False,
+        cores: int | None = None,
     ) -> None:
         context = forkserver.forkserver_context()
         self.scores_here = score_here
         self._pool_workers = workers
         self.workers = workers + 1 if score_here else workers
+        # Each scoring process gets its share of the cores for a model's own native threads
+        # (OpenMP, BLAS): a HistGradientBoosting model otherwise runs one thread per core in
+        # every process, and the processes fight over the cores (spinning OpenMP threads).
+        native_threads = max(1, (cores or forkserver.available_cores()) // self.workers)
+        self._native_limits: Any = None
         if score_here:
             load_model(model.folder, model.sha256, safe)
+            self._native_limits = threadpool_limits(native_threads)
         # Workers hold the read end; when this process dies its write end closes, and they exit.
         lifeline, self._lifeline = context.Pipe(duplex=False)
         self._pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
             initializer=start_pool_worker,
-            initargs=(model.folder, model.sha256, safe, lifeline),
+            initargs=(model.folder, model.sha256, safe, lifeline, native_threads),
         )
         # Start the workers now, in the background: their imports and model loads then overlap
         # with the coordinator's own start-up instead of following it. Until one is ready, a
@@ -172,6 +186,8 @@ class ProcessPoolEngine:
         self._warm_up.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._lifeline.close()
+        if self._native_limits is not None:
+            self._native_limits.restore_original_limits()
 
 
 HELPER_MIN_SAVING = 0.25
@@ -180,6 +196,14 @@ estimate rests on one chunk timed on a machine whose speed varies from run to ru
 yes costs more than a wrong no: a linear model, quicker to score than to ship, ran 3x slower
 with a helper (a 5M-row LogisticRegression job whose first chunk happened to ship fast), while
 a forest kept alone runs at one core's speed."""
+
+
+SELF_PARALLEL_CORES = 1.25
+"""Cores a model's own scoring may keep busy before helpers are out of the question: a
+HistGradientBoosting pipeline predicts on every core through OpenMP, so with a helper two
+processes shared the same cores (1M rows: 6.1-6.8 s inside ``run()`` against 2.9 s alone).
+Alone it keeps 1.9 cores busy, but only 1.1-1.4 while a forkserver still imports beside it;
+single-threaded models measure 1.0-1.05."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +217,16 @@ class ChunkCost:
     read_s: float
     score_s: float
     ship_s: float = 0.0
+    score_cpu_s: float | None = None
+    """CPU time of all this process's threads while scoring: above ``score_s`` when the model
+    spreads its own work over several cores (OpenMP, BLAS); None when not measured."""
+
+    @property
+    def cores_used(self) -> float:
+        """How many cores scoring kept busy (1 when not measured)."""
+        if self.score_cpu_s is None or self.score_s <= 0:
+            return 1.0
+        return self.score_cpu_s / self.score_s
 
 
 def helpers_pay_off(
@@ -205,9 +239,10 @@ def helpers_pay_off(
     / (helpers + 1))`` instead of ``read + score``. The time saved over the records left must
     beat ``start_s``, the time a worker takes to start, counted as pure loss (it is not, as
     this process keeps scoring meanwhile). Unknown work left counts as plenty. Either way the
-    chunk must come out at least HELPER_MIN_SAVING faster.
+    chunk must come out at least HELPER_MIN_SAVING faster, and a model that already scored on
+    several cores by itself gets none (see SELF_PARALLEL_CORES).
     """
-    if helpers < 1 or first.records < 1:
+    if helpers < 1 or first.records < 1 or first.cores_used >= SELF_PARALLEL_CORES:
         return False
     alone_s = first.read_s + first.score_s
     shared_s = max(first.read_s + first.ship_s, (alone_s + 2 * first.ship_s) / (helpers + 1))
@@ -233,10 +268,11 @@ def threads_pay_off(first: ChunkCost, threads: int) -> bool:
 class AutoEngine:
     """The default local engine: this process alone, plus helper processes when they pay off.
 
-    The first chunk is scored here and timed. When it shows that the model, not reading, takes
-    the time and that the job is long enough to repay starting workers (``helpers_pay_off``),
-    one worker process per other idle core (``forkserver.idle_cores``) starts and this process keeps
-    scoring alongside them; otherwise (a fast model, a small job, no idle core) no worker is
+    The first chunk is scored here and timed, and when a core is idle the second too (the
+    first pays for warm-ups). When that shows that the model, not reading, takes the time, that
+    the model does not already score on several cores by itself, and that the job is long
+    enough to repay starting workers (``helpers_pay_off``), one worker process per other idle
+    core (``forkserver.idle_cores``) starts and this process keeps scoring alongside them; otherwise (a fast model, a small job, no idle core) no worker is
     started at all. Only the forkserver they fork from starts early (``forkserver.start_early``),
     and only when a core is idle: it imports scikit-learn there while this process reads and
     scores, so workers that are wanted start in milliseconds. On a busy machine nothing starts
@@ -266,20 +302,17 @@ class AutoEngine:
         self.scores_here = True
 
     def map_chunks(self, tasks: Iterator[ChunkTask]) -> Iterator[ChunkReport]:
-        """Score the first chunk here, then the rest here or with helpers, as it showed."""
+        """Score the first chunks here, then the rest here, on threads or with helpers, as
+        they showed."""
         source = iter(tasks)
         cpu_before = forkserver.cpu_sample()
-        started = time.perf_counter()
-        first = next(source, None)
-        if first is None:
+        timed = _score_timed(source, ship=False)
+        if timed is None:
             return
-        read = time.perf_counter()
-        report = run_chunk(first)
-        scored = time.perf_counter()
+        report, cost = timed
         helpers = forkserver.idle_cores(self._cores, _busy_elsewhere(cpu_before))
+        yield report
         if cached_runtime(self._model.sha256).scales_with_threads:
-            cost = ChunkCost(first.chunk.records, read - started, scored - read)
-            yield report
             if threads_pay_off(cost, helpers + 1):
                 self.threads = helpers + 1
                 log.info("batch scoring threads", extra={"threads": self.threads})
@@ -287,17 +320,20 @@ class AutoEngine:
                 yield run_chunk(replace(task, threads=self.threads))
             return
         if helpers > 0:
-            pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL)  # as sending it to one would
-        shipped = time.perf_counter()
-        cost = ChunkCost(first.chunk.records, read - started, scored - read, shipped - scored)
-        yield report
+            # The first chunk pays for warm-ups (a model's first call, its own thread pool, a
+            # forkserver still importing on the other core): the second one decides.
+            timed = _score_timed(source, ship=True)
+            if timed is None:
+                return
+            report, cost = timed
+            yield report
         if helpers_pay_off(cost, self._records_left(), helpers, self._start_s):
             log.info(
                 "batch helpers started",
                 extra={"helpers": helpers, "chunk_s": round(cost.score_s, 3)},
             )
             self._pool = ProcessPoolEngine(
-                self._model, workers=helpers, safe=self._safe, score_here=True
+                self._model, workers=helpers, safe=self._safe, score_here=True, cores=self._cores
             )
             self.workers = self._pool.workers
             yield from self._pool.map_chunks(source)
@@ -312,6 +348,27 @@ class AutoEngine:
             self._pool.close()
         else:
             forkserver.stop_unused()
+
+
+def _score_timed(
+    source: Iterator[ChunkTask], *, ship: bool
+) -> tuple[ChunkReport, ChunkCost] | None:
+    """Read and score the next chunk here, timing each step (and, with ``ship``, pickling it
+    as sending it to a helper would); None when there is none left."""
+    started = time.perf_counter()
+    task = next(source, None)
+    if task is None:
+        return None
+    read, cpu_started = time.perf_counter(), time.process_time()
+    report = run_chunk(task)
+    scored, score_cpu_s = time.perf_counter(), time.process_time() - cpu_started
+    if ship:
+        pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    shipped = time.perf_counter()
+    cost = ChunkCost(
+        task.chunk.records, read - started, scored - read, shipped - scored, score_cpu_s
+    )
+    return report, cost
 
 
 def _busy_elsewhere(since: forkserver.CpuSample | None) -> float:
@@ -340,4 +397,4 @@ def local_engine(
         return AutoEngine(model, cores=cores, safe=safe, records_left=records_left)
     if workers <= 1:
         return InlineEngine(model, safe=safe)
-    return ProcessPoolEngine(model, workers=workers, safe=safe)
+    return ProcessPoolEngine(model, workers=workers, safe=safe, cores=cores)

@@ -71,11 +71,14 @@ def load_model(folder: Path, sha256: str, safe: bool) -> None:
             _RUNTIMES[sha256] = (runtime, _load_id())
 
 
-def start_pool_worker(folder: Path, sha256: str, safe: bool, lifeline: Connection) -> None:
+def start_pool_worker(
+    folder: Path, sha256: str, safe: bool, lifeline: Connection, native_threads: int | None = None
+) -> None:
     """Initializer of a local pool worker: exit with the coordinator, then load the model.
 
     ``lifeline`` is the read end of a pipe only the coordinator writes to; it reads EOF when
-    the coordinator dies, however it dies.
+    the coordinator dies, however it dies. ``native_threads`` caps the threads of the native
+    pools (OpenMP, BLAS) the model computes on, for this process's share of the cores.
     """
     threading.Thread(
         target=_exit_with_coordinator, args=(lifeline,), name="lifeline", daemon=True
@@ -84,6 +87,10 @@ def start_pool_worker(folder: Path, sha256: str, safe: bool, lifeline: Connectio
         load_model(folder, sha256, safe)
     except MlserveError as exc:  # the coordinator loads it too and reports why; chunks re-raise
         _LOAD_ERRORS[sha256] = exc
+    if native_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(native_threads)  # for the rest of this process's life
 
 
 def _exit_with_coordinator(lifeline: Connection) -> None:

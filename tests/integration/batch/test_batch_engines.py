@@ -10,8 +10,10 @@ import pytest
 from batch_harness import BatchProject, input_frame
 from distributed import LocalCluster
 from sklearn.ensemble import RandomForestClassifier
+from threadpoolctl import threadpool_info
 
 from mlserve.batch import JobSpec, JobSummary, PinnedModel, Progress, pin_model, run
+from mlserve.batch.engines import ProcessPoolEngine
 from mlserve.batch.scoring import MIN_THREAD_ROWS
 
 
@@ -133,3 +135,23 @@ def test_a_job_started_locally_can_resume_on_dask(
     clean_rows, clean_rejects = outputs(root / "clean.parquet")
     assert resumed_rows.equals(clean_rows)
     assert resumed_rejects == clean_rejects
+
+
+def _native_threads() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info()}
+
+
+@pytest.mark.slow
+def test_scoring_processes_share_the_cores_among_their_native_threads(
+    churn: PinnedModel,
+) -> None:
+    # Two processes on two cores: one OpenMP/BLAS thread each, not one per core in each.
+    before = _native_threads()
+    engine = ProcessPoolEngine(churn, workers=1, safe=False, score_here=True, cores=2)
+    try:
+        in_worker = {p["num_threads"] for p in engine._pool.submit(threadpool_info).result(60)}
+        here = _native_threads()
+    finally:
+        engine.close()
+    assert in_worker == here == {1}
+    assert _native_threads() == before  # the coordinator's own limits are given back

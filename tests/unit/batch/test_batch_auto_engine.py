@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mlserve.batch.engines import ChunkCost, helpers_pay_off, threads_pay_off
 
 SLOW = ChunkCost(records=10_000, read_s=0.01, score_s=0.5, ship_s=0.01)
@@ -47,3 +49,12 @@ def test_no_threads_when_reading_takes_the_time() -> None:
     read_bound = ChunkCost(records=10_000, read_s=0.03, score_s=0.01)
     assert not threads_pay_off(read_bound, threads=2)  # 0.035 s against 0.04 s alone
     assert not threads_pay_off(read_bound, threads=16)  # 23 % saved: under the bar
+
+
+def test_no_helpers_for_a_model_that_scores_on_several_cores_by_itself() -> None:
+    # HistGradientBoosting predicts through OpenMP: 0.9 s of CPU in 0.5 s of scoring.
+    own_threads = ChunkCost(records=10_000, read_s=0.01, score_s=0.5, ship_s=0.01, score_cpu_s=0.9)
+    assert own_threads.cores_used == pytest.approx(1.8)
+    assert not helpers_pay_off(own_threads, records_left=1_000_000, helpers=1, start_s=1.0)
+    one_core = ChunkCost(records=10_000, read_s=0.01, score_s=0.5, ship_s=0.01, score_cpu_s=0.52)
+    assert helpers_pay_off(one_core, records_left=1_000_000, helpers=1, start_s=1.0)
