@@ -142,15 +142,30 @@ class SklearnRuntime:
         if not self._has_proba:
             raise InvalidInput("this model does not give probabilities (no predict_proba)")
         kernel = self._kernel
-        if isinstance(kernel, ForestKernel) and kernel.is_classifier:
-            features = self._forest_features(batch, kernel)
-            if features is not None:
-                probabilities = kernel.predict_proba(features)
-                return kernel.classes_of(probabilities), probabilities
-        return self.predict(batch), self.predict_proba(batch)
+        if not isinstance(kernel, ForestKernel) or not kernel.is_classifier:
+            return self.predict(batch), self.predict_proba(batch)
+        rows, taken = self._kernel_rows(batch, kernel)
+        if taken:
+            probabilities = kernel.predict_proba(rows)
+            return kernel.classes_of(probabilities), probabilities
+        final = self._final_estimator
+        return np.asarray(final.predict(rows)), np.asarray(final.predict_proba(rows))
 
-    def _forest_features(self, batch: Batch, kernel: ForestKernel) -> np.ndarray | None:
-        """The rows as the forest kernel takes them, or None when it would not take them."""
+    def _call(self, method: str, batch: Batch) -> np.ndarray:
+        """``method`` of the kernel when it takes these rows, else of the estimator."""
+        kernel = self._kernel
+        if kernel is None or (method == "predict_proba" and not kernel.has_proba):
+            return np.asarray(getattr(self._estimator, method)(self._prepare(batch)))
+        rows, taken = self._kernel_rows(batch, kernel)
+        return np.asarray(getattr(kernel if taken else self._final_estimator, method)(rows))
+
+    @property
+    def _final_estimator(self) -> Any:
+        """The estimator the kernel stands for: the pipeline's last step, or the bare one."""
+        return self._estimator if self._prefix is None else self._estimator[-1]
+
+    def _kernel_rows(self, batch: Batch, kernel: ForestKernel | LinearKernel) -> tuple[Any, bool]:
+        """What the final estimator sees for ``batch``, and whether ``kernel`` takes it."""
         if (
             self._prefix is None
             and isinstance(batch, np.ndarray)
@@ -158,35 +173,11 @@ class SklearnRuntime:
             and batch.shape[-1] == len(self._names)
             and kernel.accepts(batch)
         ):
-            return batch  # as in _call: what a frame of these rows would turn back into
-        features = self._kernel_input(self._prepare(batch))
-        if isinstance(features, np.ndarray) and kernel.accepts(features):
-            return features
-        return None
-
-    def _call(self, method: str, batch: Batch) -> np.ndarray:
-        """``method`` of the kernel when it takes these rows, else of the estimator."""
-        kernel = self._kernel
-        if (
-            kernel is not None
-            and self._prefix is None
-            and (method == "predict" or kernel.has_proba)
-            and isinstance(batch, np.ndarray)
-            and batch.dtype == np.float64
-            and batch.shape[-1] == len(self._names)
-            and kernel.accepts(batch)
-        ):
             # Float64 rows in signature order are what a frame of them turns back into below;
             # batch scoring hands over such matrices, and skipping the round trip saves a copy.
-            return np.asarray(getattr(kernel, method)(batch))
-        x = self._prepare(batch)
-        if kernel is None or (method == "predict_proba" and not kernel.has_proba):
-            return np.asarray(getattr(self._estimator, method)(x))
-        features = self._kernel_input(x)
-        if isinstance(features, np.ndarray) and kernel.accepts(features):
-            return np.asarray(getattr(kernel, method)(features))
-        final = self._estimator if self._prefix is None else self._estimator[-1]
-        return np.asarray(getattr(final, method)(features))
+            return batch, True
+        rows = self._kernel_input(self._prepare(batch))
+        return rows, isinstance(rows, np.ndarray) and kernel.accepts(rows)
 
     def _kernel_input(self, x: Batch) -> Any:
         """What the final estimator itself sees: the pipeline's transforms applied, and a frame
