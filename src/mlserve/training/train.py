@@ -118,7 +118,12 @@ def build_pipeline(features: pd.DataFrame, estimator: Any) -> Pipeline:
             (
                 "numeric",
                 Pipeline(
-                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                    [
+                        # A column with no value in the training rows stays (imputed as 0):
+                        # serving sends it, and scikit-learn would drop it with a warning.
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
                 ),
                 numeric,
             )
