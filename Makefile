@@ -19,6 +19,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/deptry --no-ansi src
 
 test: lint
 	$(BIN)/python -m pytest -q
