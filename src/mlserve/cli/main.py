@@ -65,9 +65,26 @@ EXIT_CODES: list[tuple[type[MlserveError], int]] = [
 """Searched in order; the first class the error is an instance of gives the exit code."""
 
 
+def _print_version(wanted: bool) -> None:
+    """Eager ``--version``: print what `mlserve version` prints and stop."""
+    if wanted:
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print mlserve's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Settings file (default: ./mlserve.yaml).")
     ] = None,
@@ -104,9 +121,9 @@ def main(
 def version() -> None:
     """Print mlserve's version.
 
-    Example: [bold]mlserve version[/bold]
+    Example: [bold]mlserve version[/bold] (or [bold]mlserve --version[/bold])
     """
-    typer.echo(__version__)
+    typer.echo(f"mlserve {__version__}")
 
 
 app.command(name="init")(init_cmd.init)
