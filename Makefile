@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench lock clean
+.PHONY: venv test lint install-check demo bench lock clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,12 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/deptry --no-ansi src
 
-test: lint
+test: lint install-check
 	$(BIN)/python -m pytest -q
+
+# pip install . (pyproject.toml alone, no lock) into a fresh venv, then use the installed command.
+install-check:
+	PYTHON=$(PYTHON) bash scripts/check_install.sh
 
 demo: venv
 	bash scripts/demo.sh
