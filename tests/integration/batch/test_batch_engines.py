@@ -21,10 +21,17 @@ from mlserve.batch.scoring import MIN_THREAD_ROWS
 def dask_address() -> Iterator[str]:
     """A two-worker LocalCluster in this process (threads, not processes: starts in a second).
 
-    In-process workers talk over ``inproc://``, so no port is opened.
+    In-process workers talk over ``inproc://``. The scheduler's HTTP server (metrics, even
+    without a dashboard) gets a free port: on its default 8787, a cluster of another test
+    process (pytest-xdist, a `mlserve batch --engine dask` under test) makes it warn, and here
+    warnings are errors.
     """
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     ) as cluster:
         yield cluster.scheduler_address
 
