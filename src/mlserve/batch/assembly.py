@@ -47,8 +47,9 @@ class OutputAssembler:
     ``finish`` renames over OUTPUT. Without, ``finish`` does all the work: a process that
     scores chunks itself gains nothing by interleaving, and keeping one writer open among the
     scoring's allocations costs a few MiB of fragmentation. Streaming needs one schema for
-    every part; when a part's differs (input files disagree on a carried column's type) the schema is known only at the
-    end, so the streamed file is dropped and ``finish`` assembles OUTPUT from the parts again.
+    every part; when a part's differs (input files, or chunks of one CSV file, disagree on a
+    carried column's type) the schema is known only at the end, so the streamed file is dropped
+    and ``finish`` assembles OUTPUT from the parts again.
     Use it as a context manager: leaving the block early drops the streamed file.
     """
 
@@ -222,7 +223,9 @@ def _assemble_file(
 def unified_schema(schemas: Sequence[pa.Schema]) -> pa.Schema:
     """One schema for every part: types widened where they can be, text where they disagree.
 
-    Parts disagree when input files do: a CSV file's ``id`` is text, a Parquet file's a number.
+    Parts disagree when input files do (a Parquet file's ``id`` is a number, a JSON Lines
+    file's text), or chunks of one CSV file do (``batch/column_types.py``: ints in one chunk,
+    text in a later one).
     """
     try:
         return pa.unify_schemas(list(schemas), promote_options="permissive")

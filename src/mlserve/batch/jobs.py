@@ -229,7 +229,12 @@ def _run(
             for report in resumed.values():
                 tally.add(report, this_run=False)
                 assembler.add(report)
-            plan = ReadPlan(columns, chunk_rows, done=frozenset(resumed))
+            plan = ReadPlan(
+                columns,
+                chunk_rows,
+                done=frozenset(resumed),
+                typed_columns=_typed_columns(options, model.signature.feature_names),
+            )
             tasks = (
                 ChunkTask(chunk, state.root, options, model.sha256, state.parts)
                 for chunk in iter_chunks(inputs, plan, tally.read)
@@ -254,6 +259,17 @@ def _run(
     tally.record_run(succeeded=True)
     log.info("batch job finished", extra={"model": model.name, "version": model.version})
     return summary
+
+
+def _typed_columns(options: ScoringOptions, features: list[str]) -> tuple[str, ...]:
+    """Carried columns a CSV chunk types (int ids stay ints): those that are not features.
+
+    Features are checked from their text, and a typed copy would be checked differently: a
+    boolean feature's ``2`` is refused as text but passes as the number 2, a categorical
+    ``1.50`` would become ``1.5``, and an int64 beyond 2**53 fails float conversion.
+    """
+    feature_names = set(features)
+    return tuple(name for name in options.carried if name not in feature_names)
 
 
 def _open(state: JobState, manifest: dict[str, Any]) -> dict[int, ChunkReport]:

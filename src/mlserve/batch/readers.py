@@ -1,9 +1,10 @@
 """Find a job's input files and stream them as numbered chunks, with bounded memory.
 
 INPUT is a file, a folder of files, or a glob, on any fsspec filesystem. CSV and Parquet are
-streamed by pyarrow; JSON Lines line by line (the worker parses each line, so a broken one
-becomes a reject). Chunks never span files, and their boundaries depend only on the files and
-``chunk_rows``: a resumed job cuts exactly the same chunks.
+streamed by pyarrow (CSV as text, then the plan's typed columns get a type per chunk); JSON
+Lines line by line (the worker parses each line, so a broken one becomes a reject). Chunks
+never span files, and their boundaries depend only on the files and ``chunk_rows``: a resumed
+job cuts exactly the same chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
+from mlserve.batch.column_types import with_inferred_types
 from mlserve.errors import DatasetError
 
 FORMATS = {
@@ -189,6 +191,8 @@ class ReadPlan:
     columns: tuple[str, ...]
     chunk_rows: int
     done: Container[int] = field(default_factory=frozenset)
+    typed_columns: tuple[str, ...] = ()
+    """CSV columns given a type per chunk (see ``column_types``); the others stay text."""
 
 
 def iter_chunks(
@@ -201,8 +205,14 @@ def iter_chunks(
     progress = progress or ReadProgress()
     first_row = first_seq = bytes_before = 0
     for file in inputs.files:
+        is_csv = file.format == "csv"
         cutter = _ChunkCutter(
-            file.url, first_row, first_seq, plan.chunk_rows, has_lines=file.format == "csv"
+            file.url,
+            first_row,
+            first_seq,
+            plan.chunk_rows,
+            has_lines=is_csv,
+            typed=plan.typed_columns if is_csv else (),
         )
         if file.format == "parquet":
             pieces = _parquet_pieces(inputs, file, plan, cutter)
@@ -225,12 +235,20 @@ class _ChunkCutter:
     """Collects records of one file with their file-local numbers and cuts fixed-size chunks."""
 
     def __init__(
-        self, url: str, first_row: int, first_seq: int, chunk_rows: int, *, has_lines: bool
+        self,
+        url: str,
+        first_row: int,
+        first_seq: int,
+        chunk_rows: int,
+        *,
+        has_lines: bool,
+        typed: tuple[str, ...] = (),
     ) -> None:
         self._url, self._first_row, self.first_seq = url, first_row, first_seq
         self._size = chunk_rows
         # CSV: a record's line is its file-local number + 2 (the header is line 1).
         self._has_lines = has_lines
+        self._typed = typed
         self._pieces: list[tuple[pa.Table, np.ndarray]] = []
         self._texts: list[tuple[bytes, int]] = []
         self._bad: list[tuple[int, str, str]] = []
@@ -295,6 +313,10 @@ class _ChunkCutter:
             )
         local = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
         table = pa.concat_tables(heads) if heads else None
+        if table is not None and self._typed:
+            # Typed here, where the chunk is whole: its pieces share the reader's text schema
+            # (concat_tables needs one), and every cell of the column is known at once.
+            table = with_inferred_types(table, self._typed)
         return Chunk(
             seq=seq,
             file=self._url,

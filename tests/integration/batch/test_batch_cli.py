@@ -46,6 +46,8 @@ def test_a_job_with_rejects_exits_10_with_a_summary_metrics_and_progress(
     rows = pd.read_parquet(output)
     good = input_frame(2000, bad_every=50)
     good = good[good["f1"].astype(str) != "oops"]
+    assert rows["id"].dtype == "int64"
+    assert rows["id"].tolist() == good["id"].tolist()
     assert rows["prediction"].tolist() == list(churn_v1.predict(good[FEATURES].astype(float)))
     first = json.loads((project.root / "scores.rejects.jsonl").read_text().splitlines()[0])
     assert first == {
@@ -53,7 +55,7 @@ def test_a_job_with_rejects_exits_10_with_a_summary_metrics_and_progress(
         "file": str(source),
         "line": 51,
         "reason": "feature 'f1' is not a number: 'oops'",
-        "id": "49",
+        "id": 49,
     }
 
 

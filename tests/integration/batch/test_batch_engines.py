@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 from batch_harness import BatchProject, input_frame
 from distributed import LocalCluster
@@ -87,6 +89,7 @@ def test_every_engine_writes_the_same_rows_and_rejects(
     assert (pool.model_loads, dask.engine, dask.workers) == (2, "dask", 2)
     rows, rejects = outputs(root / "inline.parquet")
     assert len(rows) == 1486
+    assert rows["id"].dtype == "int64"  # the CSV file's ids too
     assert rejects.count("\n") == 14
     for name in ("pool.parquet", "dask.parquet"):
         other_rows, other_rejects = outputs(root / name)
@@ -142,6 +145,33 @@ def test_a_job_started_locally_can_resume_on_dask(
     clean_rows, clean_rejects = outputs(root / "clean.parquet")
     assert resumed_rows.equals(clean_rows)
     assert resumed_rejects == clean_rejects
+
+
+@pytest.mark.slow
+def test_csv_column_types_come_out_the_same_on_every_engine_when_chunks_disagree(
+    project: BatchProject, churn: PinnedModel, dask_address: str
+) -> None:
+    frame = input_frame(350).astype({"id": str})
+    frame.loc[250:, "id"] = [f"A-{i}" for i in range(250, 350)]  # chunks 0-2 ints, 3-4 text
+    frame["batch"] = frame.index // 100  # ints in every chunk
+    source, root = project.root / "in.csv", project.root
+    frame.to_csv(source, index=False)
+    engines: dict[str, dict[str, object]] = {
+        "inline": {"workers": 1},
+        "pool": {"workers": 2},
+        "dask": {"engine": "dask", "address": dask_address},
+    }
+    for name, options in engines.items():
+        score(source, root / f"{name}.parquet", churn, passthrough=("batch",), **options)
+    score(source, root / "pool.csv", churn, passthrough=("batch",), workers=2)
+    rows = pd.read_parquet(root / "inline.parquet")
+    assert rows["id"].tolist() == frame["id"].tolist()  # text in every row, as written
+    assert rows["batch"].dtype == "int64"
+    for name in ("pool", "dask"):
+        assert pd.read_parquet(root / f"{name}.parquet").equals(rows), name
+    as_text = pacsv.ConvertOptions(column_types={"id": pa.string()})
+    written = pacsv.read_csv(root / "pool.csv", convert_options=as_text)
+    assert written.column("id").to_pylist() == frame["id"].tolist()
 
 
 def _native_threads() -> set[int]:

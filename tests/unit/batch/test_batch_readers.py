@@ -10,6 +10,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mlserve.batch.readers import ReadPlan, discover_inputs, iter_chunks
@@ -153,3 +154,36 @@ def test_a_chunk_sent_to_a_worker_process_arrives_whole(tmp_path: Path) -> None:
             chunk.file,
             chunk.rows.tolist(),
         )
+
+
+def test_csv_columns_named_in_the_plan_get_a_type_per_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,1\n2,2\n3,x3\n4,4\n")
+    plan = ReadPlan(COLUMNS, 2, typed_columns=("b",))
+    tables = [chunk.table for chunk in iter_chunks(discover_inputs(str(path)), plan)]
+    assert [t.schema.field("b").type for t in tables if t is not None] == [
+        pa.int64(),
+        pa.string(),
+    ]
+    assert [t.schema.field("a").type for t in tables if t is not None] == [pa.string()] * 2
+
+
+def test_a_csv_chunk_cut_from_several_reader_blocks_is_typed_as_a_whole(tmp_path: Path) -> None:
+    rows = 60_000  # about 1 MiB: several of the reader's blocks, each parsed on its own
+    ids = [str(i) for i in range(rows - 1)] + ["last"]
+    frame = pd.DataFrame({"a": ids, "b": ["x" * 10] * rows})
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    plan = ReadPlan(COLUMNS, rows, typed_columns=("a",))
+    [chunk] = iter_chunks(discover_inputs(str(tmp_path / "data.csv")), plan)
+    assert chunk.table is not None
+    assert chunk.table.column("a").num_chunks > 1
+    assert chunk.table.column("a").to_pylist() == ids  # the last block's text decides for all
+
+
+def test_parquet_columns_keep_the_file_s_types(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": np.arange(3), "b": ["1", "2", "3"]})  # b is text in the file
+    frame.to_parquet(tmp_path / "data.parquet")
+    plan = ReadPlan(COLUMNS, 10, typed_columns=COLUMNS)
+    [chunk] = iter_chunks(discover_inputs(str(tmp_path / "data.parquet")), plan)
+    assert chunk.table is not None
+    assert chunk.table.to_pydict() == {"a": [0, 1, 2], "b": ["1", "2", "3"]}
