@@ -62,7 +62,8 @@ def export(
     """Export the logged predictions of the version REF names to Parquet or CSV.
 
     One row per predicted row: ts, request_id, row, model, version, every logged feature,
-    prediction, proba_CLASS and latency_ms.
+    prediction, proba_CLASS, latency_ms and unknown_categories (the features whose category
+    training never saw in that row, comma-separated; empty for most rows).
 
     Example: [bold]mlserve log export churn@production --since 24h -o last-day.parquet[/bold]
     """

@@ -19,8 +19,8 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from mlserve.monitoring.predlog_store import (
     PredictionRecord,
     encode_floats,
     encode_json,
+    encode_unknown_categories,
     safe_url,
     yield_cpu,
 )
@@ -79,6 +80,9 @@ class PendingPrediction:
     proba: np.ndarray | None
     classes: Sequence[str]
     latency_ms: float
+    unknown_categories: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    """Rows (positions in this request) scored with a category training never saw, by
+    feature: accepted under ``unknown_categories: accept``; stored with the request."""
 
     @property
     def rows(self) -> int:
@@ -122,7 +126,8 @@ def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest
     """``item`` as one logged request, without the redacted features.
 
     A handful of C-level calls per request, none per row: redaction selects columns, and a
-    float matrix goes to JSON in one orjson call.
+    float matrix goes to JSON in one orjson call. Unknown categories are encoded only when a
+    request has some (a redacted feature's flags are left out with its values).
     """
     keep, kept, kept_json = _kept(tuple(item.feature_names), redact)
     inputs = item.inputs
@@ -152,6 +157,11 @@ def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest
         proba=None if item.proba is None else encode_json(item.proba),
         latency_ms=item.latency_ms,
         inputs_f64=encode_floats(matrix) if floats else None,
+        unknown_categories=(
+            encode_unknown_categories(item.unknown_categories, item.feature_names, redact)
+            if item.unknown_categories
+            else None
+        ),
     )
 
 

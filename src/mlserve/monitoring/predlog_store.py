@@ -7,6 +7,11 @@ The two tables are created on open, so several server processes can share one fi
 A request's rows are stored together, as JSON arrays (inputs rows x logged features, one
 prediction per row): writing costs one database row per request, however many rows it has.
 Every reader expands requests back into one row per prediction.
+
+Rows scored with a category training never saw (``unknown_categories: accept``) are flagged in
+the request's ``unknown_categories`` column: a JSON object, feature -> positions of those rows
+in the request, NULL when there are none (the usual request, which so costs nothing more).
+Readers turn it back into a per-row flag: the features whose category was unknown in that row.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +48,11 @@ log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 BINARY_INPUTS = "inputs_f64"
-"""Added after the first layout: opening an older file adds it (``_add_binary_inputs``)."""
+"""Added after the first layout: opening an older file adds it (``_add_missing_columns``)."""
+UNKNOWN_CATEGORIES = "unknown_categories"
+"""Added after ``inputs_f64``, the same way."""
+ADDED_COLUMNS = (BINARY_INPUTS, UNKNOWN_CATEGORIES)
+"""Columns of ``prediction_requests`` that an older file may lack, in the order they came."""
 
 requests_table = sa.Table(
     # Not "predictions": that name held one row per predicted row before, and a file of that
@@ -69,6 +78,12 @@ requests_table = sa.Table(
         nullable=True,
         doc="All-float inputs as little-endian float64, rows x features (then inputs is '')",
     ),
+    sa.Column(
+        UNKNOWN_CATEGORIES,
+        sa.Text,
+        nullable=True,
+        doc="JSON object: feature -> row positions holding an unknown category; null if none",
+    ),
     sa.Index("ix_prediction_requests_model_version_ts", "model", "version", "ts"),
     sa.Index("ix_prediction_requests_model_request_id", "model", "request_id"),
     # No index on ts alone: every index makes each insert dearer, and pruning reaches old rows
@@ -92,11 +107,21 @@ _IN_CHUNK = 500
 """Most values in one SQL IN list (SQLite limits bound parameters)."""
 _PRUNE_CHUNK = 1000
 """Database rows deleted per transaction when pruning, so other writers wait only briefly."""
-FIXED_COLUMNS = ("ts", "request_id", "row", "model", "version", "prediction", "latency_ms")
+FIXED_COLUMNS = (
+    "ts",
+    "request_id",
+    "row",
+    "model",
+    "version",
+    "prediction",
+    "latency_ms",
+    UNKNOWN_CATEGORIES,
+)
 """Columns of an export besides the features and probabilities."""
 _LEGACY_TABLE = "predictions"
 ROWS_PER_INSERT = 64
-"""Requests per multi-row INSERT: 640 parameters, within SQLite's 32,766 and PostgreSQL's 65,535."""
+"""Requests per multi-row INSERT: 768 parameters, within SQLite's 32,766 (even its old 999) and
+PostgreSQL's 65,535."""
 WAL_CHECKPOINT_PAGES = 100
 """SQLite's wal_autocheckpoint for the log (its default is 1000)."""
 
@@ -137,6 +162,9 @@ class LoggedRequest(NamedTuple):
     inputs_f64: bytes | None = None
     """Float inputs as raw bytes (:func:`encode_floats`): formatting them as JSON cost the
     writer a third of its time for 100-row requests."""
+    unknown_categories: str | None = None
+    """Rows holding a category training never saw (:func:`encode_unknown_categories`); None
+    when there are none."""
 
 
 _COLUMNS = LoggedRequest._fields
@@ -155,6 +183,8 @@ class PredictionRecord(NamedTuple):
     prediction: Any
     proba: list[float] | None
     latency_ms: float
+    unknown_categories: tuple[str, ...] = ()
+    """Features whose category in this row training never saw (logged ones, in feature order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +213,35 @@ def _fallback(value: Any) -> Any:
 def encode_floats(matrix: np.ndarray) -> bytes:
     """A float matrix as the bytes ``inputs_f64`` stores (little-endian float64, row-major)."""
     return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
+def encode_unknown_categories(
+    unknown: Mapping[str, Sequence[int]],
+    features: Sequence[str],
+    redact: frozenset[str] = frozenset(),
+) -> str | None:
+    """What the ``unknown_categories`` column stores: JSON feature -> sorted row positions, in
+    the order of ``features`` (the request's), leaving out redacted features and features
+    without rows; None when nothing is left."""
+    kept = {
+        feature: sorted({int(p) for p in unknown[feature]})
+        for feature in features
+        if feature in unknown and len(unknown[feature]) and feature not in redact
+    }
+    return encode_json(kept) if kept else None
+
+
+def _unknown_by_row(text: str | None, rows: int, start: int = 0) -> dict[int, tuple[str, ...]]:
+    """A stored ``unknown_categories`` as row (``start`` + position) -> its flagged features,
+    in feature order; rows without any are left out, and so are positions past the request."""
+    if text is None:
+        return {}
+    by_row: dict[int, list[str]] = defaultdict(list)
+    for feature, positions in orjson.loads(text).items():
+        for position in positions:
+            if 0 <= position < rows:
+                by_row[start + position].append(feature)
+    return {row: tuple(features) for row, features in sorted(by_row.items())}
 
 
 def _input_rows(r: Row[Any], width: int) -> Any:
@@ -218,6 +277,9 @@ class _Expanded(NamedTuple):
     proba: np.ndarray
     """Rows x widest proba; NaN where a request logged none."""
     latency_ms: np.ndarray
+    unknown_categories: dict[int, tuple[str, ...]]
+    """Expanded row -> features whose category was unknown there; other rows left out (most
+    requests have none, so nothing is built per row for them)."""
 
 
 class PredictionLogStore:
@@ -245,26 +307,29 @@ class PredictionLogStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.1 * (attempt + 1))
-        self._add_binary_inputs()
+        self._add_missing_columns()
         if sa.inspect(self._engine).has_table(_LEGACY_TABLE):
             log.warning(
                 "prediction log ignores a table of the old layout",
                 extra={"table": _LEGACY_TABLE, "url": safe_url(self.url)},
             )
 
-    def _add_binary_inputs(self) -> None:
-        """Add the ``inputs_f64`` column to a table of the first layout (its rows keep their
-        JSON inputs and read as before). Another process may add it first."""
+    def _add_missing_columns(self) -> None:
+        """Add the columns an older file lacks (``ADDED_COLUMNS``, all nullable): its rows
+        keep what they hold and read as before (JSON inputs, no unknown categories). Another
+        process may add them first."""
         table = requests_table.name
         for attempt in range(5):
-            columns = {c["name"] for c in sa.inspect(self._engine).get_columns(table)}
-            if BINARY_INPUTS in columns:
+            present = {c["name"] for c in sa.inspect(self._engine).get_columns(table)}
+            missing = [name for name in ADDED_COLUMNS if name not in present]
+            if not missing:
                 return
-            kind = sa.LargeBinary().compile(dialect=self._engine.dialect)
             try:
-                with self._engine.begin() as conn:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {BINARY_INPUTS} {kind}")
-                log.info("prediction log table upgraded", extra={"added": BINARY_INPUTS})
+                for name in missing:
+                    kind = requests_table.c[name].type.compile(dialect=self._engine.dialect)
+                    with self._engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                    log.info("prediction log table upgraded", extra={"added": name})
                 return
             except DBAPIError:  # added meanwhile by another process, or locked: look again
                 if attempt == 4:
@@ -393,7 +458,8 @@ class PredictionLogStore:
         until: datetime | None = None,
     ) -> list[PredictionRecord]:
         """Logged rows of ``model`` in [since, until), oldest first, one record per predicted
-        row (NaN inputs read back as None)."""
+        row (NaN inputs read back as None; ``unknown_categories`` names the features whose
+        category was unknown in that row, empty for most)."""
         records: list[PredictionRecord] = []
         for r in self._requests(model, version, since, until):
             names = orjson.loads(r.features)
@@ -403,6 +469,7 @@ class PredictionLogStore:
             predictions = orjson.loads(r.predictions)
             proba = None if r.proba is None else orjson.loads(r.proba)
             ts = datetime.fromtimestamp(r.ts, UTC)
+            unknown = _unknown_by_row(r.unknown_categories, r.rows)
             records.extend(
                 PredictionRecord(
                     ts=ts,
@@ -414,6 +481,7 @@ class PredictionLogStore:
                     prediction=predictions[index],
                     proba=None if proba is None else proba[index],
                     latency_ms=r.latency_ms,
+                    unknown_categories=unknown.get(index, ()),
                 )
                 for index in range(r.rows)
             )
@@ -430,7 +498,13 @@ class PredictionLogStore:
     ) -> pd.DataFrame:
         """Logged rows as a flat frame, oldest first: ts (UTC), request_id, row, model, version,
         one column per feature (``input_NAME`` when NAME clashes with a fixed column),
-        prediction, ``proba_CLASS`` per class (``proba_0``... without ``classes``), latency_ms."""
+        prediction, ``proba_CLASS`` per class (``proba_0``... without ``classes``), latency_ms,
+        unknown_categories.
+
+        ``unknown_categories`` is text, the same in CSV and Parquet: the features whose
+        category training never saw in that row (scored under ``unknown_categories: accept``),
+        comma-separated in the request's feature order; empty for the other rows.
+        """
         expanded = _expand(self._requests(model, version, since, until))
         features = expanded.inputs
         features.columns = [f"input_{c}" if c in FIXED_COLUMNS else c for c in features.columns]
@@ -452,6 +526,10 @@ class PredictionLogStore:
         for index, name in enumerate(names):
             frame[f"proba_{name}"] = expanded.proba[:, index]
         frame["latency_ms"] = expanded.latency_ms
+        flags = [""] * len(frame)
+        for row, flagged in expanded.unknown_categories.items():
+            flags[row] = ",".join(flagged)
+        frame[UNKNOWN_CATEGORIES] = pd.Series(flags, dtype=object)
         return frame
 
     def _requests(
@@ -620,6 +698,10 @@ def _request_of(records: list[PredictionRecord]) -> LoggedRequest:
                 " with one time and the same features"
             )
     probas = [r.proba for r in records]
+    unknown: dict[str, list[int]] = defaultdict(list)
+    for r in records:
+        for feature in r.unknown_categories:
+            unknown[feature].append(r.row)
     return LoggedRequest(
         ts=_unix(first.ts),
         request_id=first.request_id,
@@ -631,6 +713,7 @@ def _request_of(records: list[PredictionRecord]) -> LoggedRequest:
         predictions=encode_json([r.prediction for r in records]),
         proba=None if all(p is None for p in probas) else encode_json(probas),
         latency_ms=first.latency_ms,
+        unknown_categories=encode_unknown_categories(unknown, features),
     )
 
 
@@ -645,9 +728,12 @@ def _expand(requests: Sequence[Row[Any]], last: int | None = None) -> _Expanded:
 
     predictions: list[Any] = []
     probas: list[Any] = []
-    for r in requests:
+    unknown: dict[int, tuple[str, ...]] = {}
+    for r, start in zip(requests, starts.tolist(), strict=True):
         predictions.extend(orjson.loads(r.predictions))
         probas.append(None if r.proba is None else orjson.loads(r.proba))
+        if r.unknown_categories is not None:
+            unknown.update(_unknown_by_row(r.unknown_categories, r.rows, start))
     expanded = _Expanded(
         ts=repeated([r.ts for r in requests], np.float64),
         request_id=repeated([r.request_id for r in requests]),
@@ -658,6 +744,7 @@ def _expand(requests: Sequence[Row[Any]], last: int | None = None) -> _Expanded:
         predictions=predictions,
         proba=_proba_matrix(probas, starts, total),
         latency_ms=repeated([r.latency_ms for r in requests], np.float64),
+        unknown_categories=unknown,
     )
     if last is None or total <= last:
         return expanded
@@ -672,6 +759,9 @@ def _expand(requests: Sequence[Row[Any]], last: int | None = None) -> _Expanded:
         predictions=expanded.predictions[skip:],
         proba=expanded.proba[skip:],
         latency_ms=expanded.latency_ms[skip:],
+        unknown_categories={
+            row - skip: features for row, features in unknown.items() if row >= skip
+        },
     )
 
 

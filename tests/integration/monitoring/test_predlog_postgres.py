@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from mlserve.monitoring.metrics import MonitoringMetrics
@@ -77,7 +78,8 @@ def postgres_url() -> Iterator[str]:
 
 
 def _items(model: str, count: int) -> list[PendingPrediction]:
-    """Requests of float rows (stored as bytes), of mixed rows (JSON), with and without proba."""
+    """Requests of float rows (stored as bytes), of mixed rows (JSON), with and without proba,
+    some with rows flagged for an unknown category."""
     rng = np.random.default_rng(7)
     items = []
     for i in range(count):
@@ -102,6 +104,7 @@ def _items(model: str, count: int) -> list[PendingPrediction]:
                 proba=proba,
                 classes=["no", "yes"],
                 latency_ms=0.5 + i,
+                unknown_categories={"b": [rows - 1], "c": [0]} if i % 4 == 1 else {},
             )
         )
     return items
@@ -120,6 +123,15 @@ def test_multi_row_inserts_read_back_as_on_sqlite(postgres_url: str, tmp_path: P
         on_pg, on_sqlite = pg.read_records("pg-direct"), lite.read_records("pg-direct")
         assert len(on_pg) == sum(r.rows for r in requests) == pg.count("pg-direct")
         assert on_pg == on_sqlite
+        flags = {(r.request_id, r.row): r.unknown_categories for r in on_pg}
+        assert flags[("req-0005", 0)] == ("c",)  # every 4th request, from the second, has two
+        assert flags[("req-0005", 1)] == ("b",)  # rows: c unknown on the first, b on the other
+        assert flags[("req-0004", 0)] == ()
+        assert sum(bool(f) for f in flags.values()) == 2 * len(range(1, count, 4))
+        exported = pg.export("pg-direct", "1")["unknown_categories"]
+        pd.testing.assert_series_equal(
+            exported, lite.export("pg-direct", "1")["unknown_categories"]
+        )
         window_pg = pg.read_window("pg-direct", "1", since=None)
         window_lite = lite.read_window("pg-direct", "1", since=None)
         pd.testing.assert_frame_equal(window_pg.inputs, window_lite.inputs)
@@ -148,3 +160,58 @@ def test_the_writer_drains_into_postgres(postgres_url: str) -> None:
         assert ids == {item.request_id for item in items}
     finally:
         store.close()
+
+
+def test_an_older_postgres_log_gains_the_unknown_categories_column(postgres_url: str) -> None:
+    """A table made before the column existed (in a database of its own) is upgraded on open:
+    its rows stay, new rows carry their flags."""
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CREATE DATABASE old_layout")
+    finally:
+        admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/old_layout"
+    old = sa.create_engine(url)
+    try:
+        with old.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE prediction_requests (id SERIAL PRIMARY KEY, ts FLOAT NOT NULL,"
+                " request_id VARCHAR(128) NOT NULL, model VARCHAR(255) NOT NULL, version"
+                " VARCHAR(64) NOT NULL, rows INTEGER NOT NULL, features TEXT NOT NULL, inputs"
+                " TEXT NOT NULL, predictions TEXT NOT NULL, proba TEXT, latency_ms FLOAT NOT"
+                " NULL, inputs_f64 BYTEA)"
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO prediction_requests (ts, request_id, model, version, rows,"
+                    " features, inputs, predictions, latency_ms) VALUES (1.7e9, 'old', 'm', '1',"
+                    " 1, :features, :inputs, :predictions, 1.0)"
+                ),
+                {
+                    "features": '["a","b","c"]',
+                    "inputs": '[[1.0,"x",null]]',
+                    "predictions": '["no"]',
+                },
+            )
+    finally:
+        old.dispose()
+    store = PredictionLogStore(url)
+    try:
+        item = _items("m", 2)[1]  # two rows, flagged
+        store.write_requests([to_request(item, frozenset())])
+        records = store.read_records("m")
+    finally:
+        store.close()
+    upgraded = sa.create_engine(url)
+    try:
+        columns = [c["name"] for c in sa.inspect(upgraded).get_columns("prediction_requests")]
+    finally:
+        upgraded.dispose()
+    assert columns[-2:] == ["inputs_f64", "unknown_categories"]
+    assert [(r.request_id, r.row, r.unknown_categories) for r in records] == [
+        ("old", 0, ()),
+        ("req-0001", 0, ("c",)),
+        ("req-0001", 1, ("b",)),
+    ]
+    assert records[0].inputs == {"a": 1.0, "b": "x", "c": None}
