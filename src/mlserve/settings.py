@@ -40,6 +40,12 @@ class ModelOptions(BaseModel):
     """Override of the server-wide max_batch_rows."""
     max_batch_wait_ms: float | None = Field(default=None, ge=0)
     """Override of the server-wide max_batch_wait_ms."""
+    missing_values: Literal["model", "reject"] | None = None
+    """Override of the server-wide missing_values."""
+    unknown_categories: Literal["reject", "accept"] | None = None
+    """Override of the server-wide unknown_categories."""
+    extra_columns: Literal["ignore", "reject"] | None = None
+    """Override of the server-wide extra_columns."""
 
 
 class Settings(BaseSettings):
@@ -96,10 +102,17 @@ class Settings(BaseSettings):
     """Deadline of a queued request; past it the request is dropped and answered 504."""
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
-    nan_policy: Literal["nullable", "reject", "allow"] = "nullable"
-    """Missing (NaN/null) and infinite inputs: `nullable` accepts missing values only in features
-    that had them in training and rejects infinities with 400; `reject` refuses both; `allow`
-    passes everything to the model."""
+    missing_values: Literal["model", "reject"] = "model"
+    """Missing inputs (null, NaN, an empty CSV field): `model` accepts them in the features the
+    model fills in itself (an imputer in its pipeline, an estimator that takes NaN; probed when
+    it loads) and rejects the row elsewhere; `reject` refuses them everywhere."""
+    unknown_categories: Literal["reject", "accept"] = "reject"
+    """A categorical value training never saw: `reject` refuses the row (a typo or wrong code is
+    the likely cause); `accept` scores it as the pipeline does, counted in
+    mlserve_unknown_categories_total and flagged in the prediction log."""
+    extra_columns: Literal["ignore", "reject"] = "ignore"
+    """Columns that are not features of the model, in any format: `ignore` them (as MLflow
+    does), or `reject` the rows that carry them."""
     api_key: SecretStr | None = None
     """API key(s) for inference endpoints, comma-separated. Unset: no auth."""
     protect_health: bool = False
@@ -184,6 +197,15 @@ class Settings(BaseSettings):
             return self.models[model]
         lowered = {name.lower(): options for name, options in self.models.items()}
         return lowered.get(model.lower(), ModelOptions())
+
+    def input_rules_for(self, model: str) -> dict[str, str]:
+        """A model's input rules (missing_values, unknown_categories, extra_columns): its own
+        options where set, else the server-wide ones."""
+        options = self.options_for(model)
+        return {
+            name: getattr(options, name) or getattr(self, name)
+            for name in ("missing_values", "unknown_categories", "extra_columns")
+        }
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -20,6 +20,10 @@ MANIFEST_FILE = "mlserve.json"
 MANIFEST_FORMAT = 1
 """Version of the manifest layout; bump it when fields change meaning."""
 
+MAX_CATEGORIES = 1000
+"""Most distinct values a signature records for a categorical feature; a feature that had more
+in training has an open set of categories (none is unknown)."""
+
 DEFAULT_ALIAS = "production"
 """The alias a bare model name resolves to when it is set."""
 
@@ -79,6 +83,12 @@ class Feature:
     kind: FeatureKind = "numeric"
     categories: tuple[str, ...] = ()
     nullable: bool = True
+
+    @property
+    def has_closed_categories(self) -> bool:
+        """True for a categorical feature whose every training category is recorded, so a
+        value outside them is one training never saw."""
+        return self.kind == "categorical" and 0 < len(self.categories) < MAX_CATEGORIES
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

@@ -119,46 +119,12 @@ def test_model_fitted_on_arrays_accepts_frames_and_arrays(
 # -- invalid input ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("missing", [["petal_width"], ["sepal_length", "petal_length"]])
-def test_missing_columns_are_named(
-    runtime: SklearnRuntime, iris_features: pd.DataFrame, missing: list[str]
-) -> None:
-    with pytest.raises(InvalidInput, match="missing feature column") as caught:
-        runtime.predict(iris_features.drop(columns=missing))
-    for name in missing:
-        assert name in str(caught.value)
-
-
 @pytest.mark.parametrize("shape", [(2, 3), (2, 5), (5,), (2, 4, 1), (0,)])
 def test_wrong_shape_is_invalid_input(runtime: SklearnRuntime, shape: tuple[int, ...]) -> None:
     with pytest.raises(InvalidInput, match="expected rows of 4 features") as caught:
         runtime.predict(np.ones(shape))
     assert "sepal_length" in str(caught.value)
     assert str(list(shape if len(shape) > 1 else (1, *shape))) in str(caught.value)
-
-
-@pytest.mark.parametrize("fixture", ["runtime", "array_runtime"])
-def test_non_numeric_value_in_frame_names_the_column(
-    request: pytest.FixtureRequest, iris_features: pd.DataFrame, fixture: str
-) -> None:
-    model: SklearnRuntime = request.getfixturevalue(fixture)
-    batch = iris_features.head(3).astype(object)
-    batch.loc[1, "sepal_width"] = "wide"
-    with pytest.raises(InvalidInput, match="feature 'sepal_width' must be numeric"):
-        model.predict(batch)
-
-
-@pytest.mark.parametrize("fixture", ["runtime", "array_runtime"])
-def test_non_numeric_value_in_array_names_the_column(
-    request: pytest.FixtureRequest, iris_features: pd.DataFrame, fixture: str
-) -> None:
-    model: SklearnRuntime = request.getfixturevalue(fixture)
-    rows = iris_features.head(2).to_numpy().astype(object)
-    rows[0, 2] = "long"
-    with pytest.raises(InvalidInput, match="feature 'petal_length' must be numeric"):
-        model.predict(rows)
-    with pytest.raises(InvalidInput, match="feature 'petal_length' must be numeric"):
-        model.predict(rows.astype(str))
 
 
 # -- loading ------------------------------------------------------------------------------------

@@ -36,8 +36,9 @@ from typing import IO, Any, Literal
 from mlserve.errors import Conflict
 
 STATE_SUFFIX = ".mlserve-job"
-MANIFEST_FORMAT = 2
-"""Layout of the state folder; 2 added Arrow parts and unflushed markers."""
+MANIFEST_FORMAT = 3
+"""Layout of the state folder; 2 added Arrow parts and unflushed markers, 3 the input policy
+(rows are judged by the shared input checker, so an older job's parts would disagree)."""
 _TEMP_PREFIX = ".tmp-"
 
 PartFormat = Literal["arrow", "parquet"]

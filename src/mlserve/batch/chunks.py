@@ -64,6 +64,9 @@ class Chunk:
     """Line number of each entry, where the format has lines."""
     bad: tuple[Reject, ...] = field(default=())
     """Records the reader could not parse (a CSV row with the wrong number of fields)."""
+    extra_columns: tuple[str, ...] = ()
+    """Columns of the file (CSV, Parquet) the job does not read: neither features nor carried.
+    Every record has them, which matters to a model that refuses extra columns."""
 
     @property
     def records(self) -> int:
@@ -75,7 +78,16 @@ class Chunk:
         # by buffer at ~150 MB/s, which made the coordinator the bottleneck of a process pool;
         # as one Arrow IPC stream it is a few memory copies, read back without another.
         table = None if self.table is None else _ipc_bytes(self.table)
-        fields = (self.seq, self.file, self.rows, table, self.texts, self.lines, self.bad)
+        fields = (
+            self.seq,
+            self.file,
+            self.rows,
+            table,
+            self.texts,
+            self.lines,
+            self.bad,
+            self.extra_columns,
+        )
         return (_restore_chunk, fields)
 
 
@@ -102,10 +114,11 @@ def _restore_chunk(
     texts: tuple[bytes, ...] | None,
     lines: np.ndarray | None,
     bad: tuple[Reject, ...],
+    extra_columns: tuple[str, ...],
 ) -> Chunk:
     """Unpickle a chunk; its table keeps pointing into ``table``'s bytes (no copy)."""
     restored = None if table is None else pa.ipc.open_stream(pa.py_buffer(table)).read_all()
-    return Chunk(seq, file, rows, restored, texts, lines, bad)
+    return Chunk(seq, file, rows, restored, texts, lines, bad, extra_columns)
 
 
 def clip_text(text: str) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from mlserve.batch.scoring import PROBA_PREFIX, RESERVED_COLUMNS, ScoringOptions
 from mlserve.batch.workers import ChunkTask, cached_runtime, load_model
 from mlserve.batch.writers import OutputFormat, OutputTarget
 from mlserve.errors import Conflict, DatasetError, InvalidInput
+from mlserve.inputs import InputPolicy
 from mlserve.monitoring.batch_metrics import BatchMetrics
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class JobSpec:
     max_reject_rate: float | None = None
     """Fail the job (and write no output) when more than this fraction of records is rejected."""
     safe_loading: bool = False
+    input_policy: InputPolicy = field(default_factory=InputPolicy)
+    """The model's input rules, as the server applies them (``Settings.input_rules_for``)."""
 
     def check(self) -> None:
         """Raise InvalidInput naming the first inconsistent option."""
@@ -219,7 +222,9 @@ def _run(
     runtime = cached_runtime(model.sha256)
     if spec.proba and not runtime.has_proba:
         raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
-    options = ScoringOptions(model.label, spec.id_column, spec.passthrough, spec.proba)
+    options = ScoringOptions(
+        model.label, spec.id_column, spec.passthrough, spec.proba, spec.input_policy
+    )
     columns = options.input_columns(model.signature.feature_names)
     chunk_rows = spec.chunk_rows or chunk_rows_for(len(columns))
     inputs = tally.inputs
@@ -433,6 +438,7 @@ def _manifest(
             "id_column": options.id_column,
             "passthrough": list(options.passthrough),
             "proba": options.proba,
+            "input_policy": asdict(options.policy),
             "output": target.describe(),
         },
     }

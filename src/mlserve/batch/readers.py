@@ -26,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 from mlserve.batch.chunks import Chunk, Reject, clip_text
 from mlserve.batch.column_types import with_inferred_types
 from mlserve.errors import DatasetError
+from mlserve.inputs import text_convert_options
 
 FORMATS = {
     ".csv": "csv",
@@ -254,6 +255,8 @@ class _ChunkCutter:
         self._bad: list[tuple[int, str, str]] = []
         self._next = 0  # file-local index of the next chunk to cut
         self.total_records = 0
+        self.extra_columns: tuple[str, ...] = ()
+        """The file's columns the job does not read (set once its header is known)."""
 
     @property
     def chunk_count(self) -> int:
@@ -322,6 +325,7 @@ class _ChunkCutter:
             file=self._url,
             rows=local + self._first_row,
             table=table,
+            extra_columns=self.extra_columns,
             lines=local + 2 if self._has_lines else None,
             bad=tuple(
                 Reject(self._first_row + i, self._url, i + 2, reason, clip_text(raw))
@@ -330,17 +334,25 @@ class _ChunkCutter:
         )
 
 
-def _missing(file: InputFile, names: Sequence[str], wanted: Sequence[str]) -> None:
-    missing = [c for c in wanted if c not in set(names)]
+def _columns(
+    file: InputFile, names: Sequence[str], plan: ReadPlan, cutter: _ChunkCutter
+) -> list[str]:
+    """The plan's columns, checked to be in the file (DatasetError naming those it lacks); the
+    file's other columns are noted on its chunks as extra columns."""
+    present = set(names)
+    missing = [c for c in plan.columns if c not in present]
     if missing:
         raise DatasetError(f"{file.url}: missing column(s) {', '.join(missing)}")
+    wanted = set(plan.columns)
+    cutter.extra_columns = tuple(n for n in names if n not in wanted)
+    return list(plan.columns)
 
 
 def _parquet_pieces(
     inputs: InputSet, file: InputFile, plan: ReadPlan, cutter: _ChunkCutter
 ) -> Iterator[Chunk]:
     parquet = inputs._parquet(file)
-    _missing(file, parquet.schema_arrow.names, plan.columns)
+    columns = _columns(file, parquet.schema_arrow.names, plan, cutter)
     size, start = plan.chunk_rows, 0
     for group in range(parquet.metadata.num_row_groups):
         count = parquet.metadata.row_group(group).num_rows
@@ -349,7 +361,7 @@ def _parquet_pieces(
         if count and any(seq not in plan.done for seq in seqs):
             position = start
             for batch in parquet.iter_batches(
-                batch_size=min(size, 65536), row_groups=[group], columns=list(plan.columns)
+                batch_size=min(size, 65536), row_groups=[group], columns=columns
             ):
                 local = np.arange(position, position + batch.num_rows, dtype=np.int64)
                 cutter.add_table(pa.Table.from_batches([batch]), local)
@@ -381,7 +393,7 @@ def _csv_pieces(
     if names is None:
         yield from cutter.finish(0)
         return
-    _missing(file, names, plan.columns)
+    columns = _columns(file, names, plan, cutter)
     next_record = 0
     pending_bad: set[int] = set()  # invalid records reported but not yet passed
     with inputs.fs.open(file.path, "rb", compression="infer") as handle:
@@ -391,11 +403,7 @@ def _csv_pieces(
             parse_options=pacsv.ParseOptions(
                 newlines_in_values=True, invalid_row_handler=on_invalid
             ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(plan.columns, pa.string()),
-                include_columns=list(plan.columns),
-                strings_can_be_null=True,
-            ),
+            convert_options=text_convert_options(columns),
         )
         for batch in _guard(reader, file):
             for local_row, raw, reason in invalid:

@@ -1,8 +1,10 @@
-"""Score one chunk: check each record against the signature, predict, and build output rows.
+"""Score one chunk: check each record with the model's input checker, predict, and build
+output rows.
 
-Every record yields an output row or a reject, never neither: a wrong type, a missing required
-feature, an unparsable line, or a row the model itself refuses (found by bisecting a failed
-call) becomes a reject naming the record and the reason.
+Every record yields an output row or a reject, never neither: a row the input checker
+(``mlserve.inputs``, the same one every serving protocol uses) refuses, an unparsable line, or
+a row the model itself refuses (found by bisecting a failed call) becomes a reject naming the
+record and the reason.
 """
 
 from __future__ import annotations
@@ -10,18 +12,16 @@ from __future__ import annotations
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
+from mlserve.inputs import CheckedRows, InputPolicy, RowChecker, loads_json
 from mlserve.runtimes import Batch, Runtime
-from mlserve.types import Feature, Signature
 
 PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
@@ -33,8 +33,6 @@ RESERVED_COLUMNS = (PREDICTION, MODEL_VERSION, ROW)
 MIN_THREAD_ROWS = 2_000
 """Least rows a scoring thread gets: below, handing rows to a thread costs more than it saves."""
 
-_TRUE = pa.array(["true", "t", "yes", "1", "1.0"])
-_FALSE = pa.array(["false", "f", "no", "0", "0.0"])
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
@@ -49,6 +47,8 @@ class ScoringOptions:
     id_column: str | None = None
     passthrough: tuple[str, ...] = ()
     proba: bool = False
+    policy: InputPolicy = field(default_factory=InputPolicy)
+    """The model's input rules (missing values, unknown categories, extra columns)."""
 
     def input_columns(self, features: list[str]) -> tuple[str, ...]:
         """The input columns a job reads: features, the id column, passthrough columns."""
@@ -71,37 +71,85 @@ class ScoredChunk:
 
 
 def score_chunk(
-    chunk: Chunk, runtime: Runtime, options: ScoringOptions, *, threads: int = 1
+    chunk: Chunk,
+    runtime: Runtime,
+    checker: RowChecker,
+    options: ScoringOptions,
+    *,
+    threads: int = 1,
 ) -> ScoredChunk:
-    """Validate, predict and shape one chunk. Rejects come out in record order.
+    """Check, predict and shape one chunk. Rejects come out in record order.
 
     With ``threads`` > 1 the rows are predicted in that many consecutive blocks at once, for
     runtimes whose predictions run in parallel (``Runtime.scales_with_threads``); the answers
     are the same, row for row.
     """
-    rejects = list(chunk.bad)
     if chunk.texts is not None:
-        columns, rows, lines, parse_rejects = _parse_json_lines(
-            chunk, options, runtime.signature.inputs
+        records, rows, lines, parse_rejects = _parse_json_lines(chunk)
+        scored = score_records(
+            records,
+            runtime,
+            checker,
+            options,
+            rows=rows,
+            lines=lines,
+            file=chunk.file,
+            threads=threads,
         )
-        rejects.extend(parse_rejects)
-    else:
-        table = chunk.table if chunk.table is not None else pa.table({})
-        columns = {name: table.column(name) for name in table.column_names}
-        rows, lines = chunk.rows, chunk.lines
-    count = len(rows)
-    problems = _Problems(count)
-    batch = _model_input(runtime.signature, columns, count, problems)
-    accepted = problems.clean_positions()
-    predictions, probabilities, failed = _predict(
-        runtime, _rows_of(batch, accepted), options.proba, threads
+        rejects = sorted([*chunk.bad, *parse_rejects, *scored.rejects], key=lambda r: r.row)
+        return ScoredChunk(scored.table, tuple(rejects))
+    table = chunk.table if chunk.table is not None else pa.table({})
+    columns = {name: table.column(name) for name in table.column_names}
+    checked = checker.check_columns(
+        columns, len(chunk.rows), extra=chunk.extra_columns, allowed=options.carried
     )
+    return _score(checked, columns, chunk, runtime, options, threads)
+
+
+def score_records(
+    records: list[dict[str, Any]],
+    runtime: Runtime,
+    checker: RowChecker,
+    options: ScoringOptions,
+    *,
+    rows: np.ndarray | None = None,
+    lines: np.ndarray | None = None,
+    file: str = "",
+    threads: int = 1,
+) -> ScoredChunk:
+    """Check, predict and shape parsed JSON records (``rows`` numbers them; default 0, 1, …;
+    ``lines`` are their lines in ``file``)."""
+    numbers = np.arange(len(records), dtype=np.int64) if rows is None else rows
+    columns: dict[str, Any] = {
+        name: _as_array([r.get(name) for r in records]) for name in options.carried
+    }
+    checked = checker.check_records(records, allowed=options.carried)
+    chunk = Chunk(seq=0, file=file, rows=numbers, lines=lines)
+    return _score(checked, columns, chunk, runtime, options, threads)
+
+
+def _score(
+    checked: CheckedRows,
+    columns: dict[str, Any],
+    chunk: Chunk,
+    runtime: Runtime,
+    options: ScoringOptions,
+    threads: int,
+) -> ScoredChunk:
+    """Predict the accepted rows and build the output table and the rejects."""
+    rows, lines = chunk.rows, chunk.lines
+    accepted = checked.accepted_positions()
+    predictions, probabilities, failed = _predict(
+        runtime, checked.accepted_batch(), options.proba, threads
+    )
+    reasons = dict(checked.reasons)
     for position, reason in failed.items():
-        problems.flag_one(int(accepted[position]), reason)
+        reasons[int(accepted[position])] = reason
     if failed:
         accepted = np.delete(accepted, list(failed))
-    flagged = problems.flagged()
+    flagged = sorted(reasons.items())
     ids = _ids(columns, options.id_column, [index for index, _ in flagged])
+    rejects = list(chunk.bad)
     for (index, reason), record_id in zip(flagged, ids, strict=True):
         rejects.append(
             Reject(
@@ -119,78 +167,11 @@ def score_chunk(
     return ScoredChunk(output, tuple(rejects))
 
 
-def _model_input(
-    signature: Signature, columns: dict[str, Any], count: int, problems: _Problems
-) -> Batch:
-    """Every record's features as the model takes them; records that have none are flagged.
-
-    An all-numeric signature gets one float64 matrix in signature order, filled column by
-    column (Fortran order, which is also the layout pandas and scikit-learn keep a float frame
-    in, so neither copies it again). Categorical features need a frame of Python objects.
-    """
-    features = signature.inputs
-    if signature.is_all_numeric:
-        matrix = np.empty((count, len(features)), dtype=np.float64, order="F")
-        for index, feature in enumerate(features):
-            matrix[:, index] = _convert(feature, columns.get(feature.name), count, problems)
-        return matrix
-    return pd.DataFrame(
-        {f.name: _convert(f, columns.get(f.name), count, problems) for f in features}
-    )
-
-
-def _rows_of(batch: Batch, positions: np.ndarray) -> Batch:
-    """The records of ``batch`` at ``positions`` (``batch`` itself when that is all of them)."""
-    if len(positions) == len(batch):
-        return batch
-    if isinstance(batch, pd.DataFrame):
-        return batch.iloc[positions].reset_index(drop=True)
-    picked: np.ndarray = batch[positions]
-    return picked
-
-
-class _Problems:
-    """Why each record of a chunk is rejected; the first reason found wins.
-
-    The per-record reasons are allocated only when some record has a problem, so a clean chunk
-    costs one boolean mask here.
-    """
-
-    def __init__(self, count: int) -> None:
-        self._rejected = np.zeros(count, dtype=bool)
-        self._reasons: np.ndarray | None = None
-
-    def flag(self, mask: np.ndarray, reason: str) -> None:
-        """Give ``reason`` to every record in ``mask`` that has none yet."""
-        new = mask & ~self._rejected
-        if not new.any():
-            return
-        if self._reasons is None:
-            self._reasons = np.full(len(self._rejected), None, dtype=object)
-        self._reasons[new] = reason
-        self._rejected |= new
-
-    def flag_one(self, index: int, reason: str) -> None:
-        """Give ``reason`` to one record."""
-        mask = np.zeros(len(self._rejected), dtype=bool)
-        mask[index] = True
-        self.flag(mask, reason)
-
-    def clean_positions(self) -> np.ndarray:
-        """Positions of the records without a problem."""
-        return np.flatnonzero(~self._rejected)
-
-    def flagged(self) -> list[tuple[int, str]]:
-        """(position, reason) of every rejected record, in order."""
-        if self._reasons is None:
-            return []
-        return [(int(i), str(self._reasons[i])) for i in np.flatnonzero(self._rejected)]
-
-
 def _parse_json_lines(
-    chunk: Chunk, options: ScoringOptions, features: tuple[Feature, ...]
-) -> tuple[dict[str, pa.Array], np.ndarray, np.ndarray | None, list[Reject]]:
-    """Parse each line; features become strings (checked like CSV), carried columns keep types."""
+    chunk: Chunk,
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray | None, list[Reject]]:
+    """Each line as a record (NaN and Infinity tokens read as numbers, as serving reads them);
+    a line that is no JSON object is a reject."""
     texts = chunk.texts or ()
     rejects: list[Reject] = []
     records: list[dict[str, Any]] = []
@@ -198,8 +179,8 @@ def _parse_json_lines(
     for index, text in enumerate(texts):
         reason = None
         try:
-            record = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
+            record = loads_json(text)
+        except ValueError as exc:
             reason = f"unparsable JSON: {exc}"
         else:
             if isinstance(record, dict):
@@ -210,29 +191,9 @@ def _parse_json_lines(
         line = int(chunk.lines[index]) if chunk.lines is not None else None
         raw = clip_text(text.decode("utf-8", errors="replace"))
         rejects.append(Reject(int(chunk.rows[index]), chunk.file, line, reason, raw))
-    names = {f.name for f in features}
-    columns: dict[str, pa.Array] = {}
-    for name in dict.fromkeys([*(f.name for f in features), *options.carried]):
-        cells = [record.get(name) for record in records]
-        columns[name] = _as_text(cells) if name in names else _as_array(cells)
     picked = np.asarray(keep, dtype=np.int64)
     lines = chunk.lines[picked] if chunk.lines is not None else None
-    return columns, chunk.rows[picked], lines, rejects
-
-
-def _as_text(cells: list[Any]) -> pa.Array:
-    """JSON values as strings (null stays null), so one checker serves CSV and JSON."""
-    out: list[str | None] = []
-    for cell in cells:
-        if cell is None or isinstance(cell, str):
-            out.append(cell)
-        elif isinstance(cell, bool):
-            out.append("true" if cell else "false")
-        elif isinstance(cell, int | float):
-            out.append(repr(cell) if isinstance(cell, float) else str(cell))
-        else:
-            out.append(orjson.dumps(cell).decode())
-    return pa.array(out, type=pa.string())
+    return records, chunk.rows[picked], lines, rejects
 
 
 def _as_array(cells: list[Any]) -> pa.Array:
@@ -241,93 +202,6 @@ def _as_array(cells: list[Any]) -> pa.Array:
         return pa.array(cells)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array([None if c is None else str(c) for c in cells], type=pa.string())
-
-
-def _convert(
-    feature: Feature, column: pa.Array | pa.ChunkedArray | None, count: int, problems: _Problems
-) -> np.ndarray:
-    """Model-ready values of one feature; records that cannot give one are flagged."""
-    if column is None:
-        column = pa.nulls(count)
-    elif isinstance(column, pa.ChunkedArray):
-        # combine_chunks copies even a single chunk; most chunks are one piece of one batch
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    if feature.kind == "categorical":
-        return _categorical(feature, column, problems)
-    if feature.kind == "boolean" and _is_text(column.type):
-        return _boolean(feature, column, problems)
-    return _numeric(feature, column, problems)
-
-
-def _numeric(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
-    """Numbers as float64 (NaN when missing); text must parse as a number."""
-    name, kind = feature.name, column.type
-    if pa.types.is_null(kind):
-        floats = np.full(len(column), np.nan)
-    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        floats = _to_numpy(pc.cast(column, pa.float64()))
-    elif pa.types.is_decimal(kind):
-        floats = _to_numpy(pc.cast(column, pa.float64(), safe=False))
-    elif _is_text(kind):
-        try:
-            floats = _to_numpy(pc.cast(column, pa.float64()))
-        except pa.ArrowInvalid:  # some cell is not a number: find which, record by record
-            text = column.to_pandas()
-            parsed = pd.to_numeric(text.str.strip(), errors="coerce")
-            floats = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
-            for index in np.flatnonzero(np.isnan(floats) & text.notna().to_numpy()):
-                shown = str(text.iloc[index])[:60]
-                problems.flag_one(int(index), f"feature {name!r} is not a number: {shown!r}")
-    else:
-        problems.flag(
-            np.ones(len(column), dtype=bool), f"feature {name!r} has unsupported type {kind}"
-        )
-        return np.full(len(column), np.nan)
-    finite = np.isfinite(floats)
-    if not finite.all():  # one pass for the usual clean column, two more only when needed
-        missing = np.isnan(floats)
-        _flag_missing(feature, missing, problems)
-        problems.flag(~finite & ~missing, f"feature {name!r} is not finite")
-    return floats
-
-
-def _boolean(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
-    """Booleans written as text (true/false, yes/no, 1/0) as 1.0/0.0, NaN when missing."""
-    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-    is_true = _to_numpy(pc.is_in(lowered, value_set=_TRUE)).astype(bool)
-    is_false = _to_numpy(pc.is_in(lowered, value_set=_FALSE)).astype(bool)
-    missing = _to_numpy(column.is_null()).astype(bool)
-    problems.flag(~missing & ~is_true & ~is_false, f"feature {feature.name!r} is not a boolean")
-    _flag_missing(feature, missing, problems)
-    return np.where(is_true, 1.0, np.where(is_false, 0.0, np.nan))
-
-
-def _categorical(feature: Feature, column: pa.Array, problems: _Problems) -> np.ndarray:
-    """Categories as Python strings (None when missing), as training stored them."""
-    try:
-        text = column if _is_text(column.type) else pc.cast(column, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        problems.flag(
-            np.ones(len(column), dtype=bool),
-            f"feature {feature.name!r} has unsupported type {column.type}",
-        )
-        return np.full(len(column), None, dtype=object)
-    _flag_missing(feature, _to_numpy(text.is_null()).astype(bool), problems)
-    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
-
-
-def _flag_missing(feature: Feature, missing: np.ndarray, problems: _Problems) -> None:
-    """A missing value is fine where training had missing values, a reject elsewhere."""
-    if not feature.nullable:
-        problems.flag(missing, f"feature {feature.name!r} is missing")
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
-def _to_numpy(array: pa.Array) -> np.ndarray:
-    return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
 def _predict(

@@ -24,14 +24,31 @@ from mlserve.batch.chunks import Chunk
 from mlserve.batch.scoring import ScoringOptions, score_chunk
 from mlserve.batch.writers import write_chunk
 from mlserve.errors import InvalidInput, MlserveError
+from mlserve.inputs import ModelLimits, RowChecker, probe_limits
 from mlserve.runtimes import Runtime, load_runtime
 from mlserve.types import MANIFEST_FILE, read_manifest
 
 # Per-process state by necessity: a worker process outlives every task that uses its model.
-_RUNTIMES: dict[str, tuple[Runtime, str]] = {}
+_RUNTIMES: dict[str, _Loaded] = {}
 _LOCK = threading.Lock()
 _LOAD_NUMBERS = itertools.count(1)
 _LOAD_ERRORS: dict[str, MlserveError] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """A model loaded in this process: its runtime, what it takes (probed once) and which load
+    this was."""
+
+    runtime: Runtime
+    limits: ModelLimits
+    load_id: str
+
+    @classmethod
+    def from_folder(cls, folder: Path, sha256: str, safe: bool) -> _Loaded:
+        runtime = load_runtime(folder, expected_sha256=sha256, safe=safe)
+        limits = probe_limits(runtime, read_manifest(folder).reference_profile)
+        return cls(runtime, limits, _load_id())
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +84,7 @@ def load_model(folder: Path, sha256: str, safe: bool) -> None:
     """Load the model into this process's cache unless it is there (a pool initializer)."""
     with _LOCK:
         if sha256 not in _RUNTIMES:
-            runtime = load_runtime(folder, expected_sha256=sha256, safe=safe)
-            _RUNTIMES[sha256] = (runtime, _load_id())
+            _RUNTIMES[sha256] = _Loaded.from_folder(folder, sha256, safe)
 
 
 def start_pool_worker(
@@ -108,7 +124,7 @@ def _exit_with_coordinator(lifeline: Connection) -> None:
 
 def cached_runtime(sha256: str) -> Runtime:
     """The runtime this process loaded for ``sha256``; raises KeyError when it has none."""
-    return _RUNTIMES[sha256][0]
+    return _RUNTIMES[sha256].runtime
 
 
 def load_package(package: ModelPackage, safe: bool) -> None:
@@ -120,27 +136,28 @@ def load_package(package: ModelPackage, safe: bool) -> None:
         try:
             for name, data in package.files.items():
                 (folder / name).write_bytes(data)
-            runtime = load_runtime(folder, expected_sha256=package.sha256, safe=safe)
+            _RUNTIMES[package.sha256] = _Loaded.from_folder(folder, package.sha256, safe)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        _RUNTIMES[package.sha256] = (runtime, _load_id())
 
 
 def run_chunk(task: ChunkTask) -> ChunkReport:
     """Score a chunk with the cached model and write its part, rejects and done-marker."""
     if task.model_sha256 in _LOAD_ERRORS:
         raise _LOAD_ERRORS[task.model_sha256]
-    runtime, loaded_by = _RUNTIMES[task.model_sha256]
+    loaded = _RUNTIMES[task.model_sha256]
+    runtime = loaded.runtime
     if task.options.proba and not runtime.has_proba:
         raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
     threads = task.threads if runtime.scales_with_threads else 1
-    scored = score_chunk(task.chunk, runtime, task.options, threads=threads)
+    checker = RowChecker(runtime.signature, loaded.limits, task.options.policy)
+    scored = score_chunk(task.chunk, runtime, checker, task.options, threads=threads)
     return write_chunk(
         JobState(task.state_root, task.part_format),
         task.chunk.seq,
         scored,
         records=task.chunk.records,
-        loaded_by=loaded_by,
+        loaded_by=loaded.load_id,
         with_id=task.options.id_column is not None,
     )
 

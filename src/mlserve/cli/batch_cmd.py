@@ -121,6 +121,7 @@ def batch(
         forkserver.start_early(forkserver.available_cores())  # imports there while we import
     # Imported here: pandas, pyarrow and scikit-learn take a second to import.
     from mlserve import batch as batch_jobs
+    from mlserve.inputs import InputPolicy
     from mlserve.monitoring.batch_metrics import BatchMetrics
 
     cli = context(ctx)
@@ -146,6 +147,7 @@ def batch(
         rejects_path=rejects,
         max_reject_rate=max_reject_rate,
         safe_loading=settings.safe_loading,
+        input_policy=InputPolicy.from_rules(settings.input_rules_for(pinned.name)),
     )
     registry = CollectorRegistry()
     metrics = BatchMetrics.create(registry)

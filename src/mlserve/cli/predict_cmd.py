@@ -10,7 +10,7 @@ import typer
 
 from mlserve.cli.context import context, err_console
 from mlserve.errors import InvalidInput
-from mlserve.types import ModelRef
+from mlserve.types import ModelRef, read_manifest
 
 OUTPUT_FORMATS = ("csv", "json", "parquet")
 
@@ -30,15 +30,18 @@ def predict(
 ) -> None:
     """Predict with a registered model, in this process, on every row of DATA.
 
-    Extra columns (such as the target) are ignored; the output has one row per input row.
+    Rows are checked exactly as the server and batch jobs check them; the first row the model
+    cannot take stops the command with its row number and reason (batch jobs write such rows
+    to a rejects file instead). Extra columns (such as the target) are ignored unless the
+    model's extra_columns setting refuses them; the output has one row per input row.
 
     Example: [bold]mlserve predict churn@production customers.csv --proba -o scores.csv[/bold]
     """
     # Imported here: pandas and scikit-learn take a second to import; other commands need not.
-    import pandas as pd
-
+    from mlserve.batch.inline import score_file
+    from mlserve.batch.scoring import ROW, ScoringOptions
+    from mlserve.inputs import InputPolicy, build_checker
     from mlserve.runtimes import load_runtime
-    from mlserve.training import read_dataset
 
     fmt = output_format or (output.suffix.lstrip(".").lower() if output else "csv")
     if fmt not in OUTPUT_FORMATS:
@@ -49,16 +52,21 @@ def predict(
     settings = cli.settings()
     store = cli.store()
     version = store.resolve(ModelRef.parse(ref))
-    runtime = load_runtime(
-        store.local_folder(version), expected_sha256=version.sha256, safe=settings.safe_loading
-    )
-    frame = read_dataset(data)
-    result = pd.DataFrame({"prediction": runtime.predict(frame)})
-    if proba:
-        probabilities = runtime.predict_proba(frame)
-        for index, label in enumerate(runtime.classes):
-            result[f"proba_{label}"] = probabilities[:, index]
-    result["model_version"] = f"{version.name}:{version.version}"
+    folder = store.local_folder(version)
+    runtime = load_runtime(folder, expected_sha256=version.sha256, safe=settings.safe_loading)
+    if proba and not runtime.has_proba:
+        raise InvalidInput("--proba: this model does not give probabilities (no predict_proba)")
+    policy = InputPolicy.from_rules(settings.input_rules_for(version.name))
+    checker = build_checker(runtime, read_manifest(folder).reference_profile, policy)
+    options = ScoringOptions(f"{version.name}:{version.version}", proba=proba, policy=policy)
+    scored = score_file(data, runtime, checker, options)
+    if scored.rejects:
+        first, more = scored.rejects[0], len(scored.rejects) - 1
+        suffix = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
+        raise InvalidInput(f"{data}: row {first.row}: {first.reason}{suffix}")
+    if scored.table is None:
+        raise InvalidInput(f"{data}: no rows to predict")
+    result = scored.table.drop_columns([ROW]).to_pandas()
     if output is None:
         if fmt == "json":
             sys.stdout.write(result.to_json(orient="records", lines=False) + "\n")

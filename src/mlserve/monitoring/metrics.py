@@ -32,6 +32,7 @@ class ServingMetrics:
     rejected: Counter
     cache_hits: Counter
     cache_misses: Counter
+    unknown_categories: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -127,6 +128,12 @@ class ServingMetrics:
                 "mlserve_cache_misses",
                 "Cacheable requests that had to be computed.",
                 ("model", "version"),
+                registry=registry,
+            ),
+            unknown_categories=Counter(
+                "mlserve_unknown_categories",
+                "Rows scored with a category training never saw (unknown_categories: accept).",
+                ("model", "version", "feature"),
                 registry=registry,
             ),
         )

@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlserve.types import Feature
+from mlserve.types import MAX_CATEGORIES, Feature
 
-MAX_CATEGORIES = 1000
-"""Most distinct values recorded for a categorical feature."""
 SAMPLE_ROWS = 1000
 """Training rows kept in a reference profile for drift tests."""
 HISTOGRAM_BINS = 20

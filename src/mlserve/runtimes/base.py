@@ -10,6 +10,10 @@ import pandas as pd
 
 from mlserve.types import Signature, VersionManifest
 
+FLOAT32_BOUND = 2.0**128 - 2.0**103
+"""The smallest magnitude float32 rounds to infinity (halfway past its largest value): models
+that compute in float32 (scikit-learn's trees) cannot take a value this large."""
+
 Batch: TypeAlias = np.ndarray | pd.DataFrame
 """Rows to predict: a 2-D array in signature order, or a frame with the signature's columns."""
 

@@ -25,6 +25,8 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
+from mlserve.runtimes.base import FLOAT32_BOUND
+
 FORESTS = (RandomForestClassifier, ExtraTreesClassifier, RandomForestRegressor, ExtraTreesRegressor)
 CLASSIFIERS = (RandomForestClassifier, ExtraTreesClassifier)
 
@@ -86,13 +88,14 @@ class ForestKernel:
         return x.astype(np.float64)
 
     def accepts(self, x: np.ndarray) -> bool:
-        """True for a finite 2-D numeric array of the forest's width (the rest goes to the
-        estimator, which validates it and raises its own errors)."""
+        """True for a 2-D numeric array of the forest's width whose values float32 holds (the
+        rest goes to the estimator, which validates it and raises its own errors: scikit-learn
+        trees compute in float32 and refuse 1e300 as "too large for dtype('float32')")."""
         return (
             x.ndim == 2
             and x.shape[1] == self._features
             and x.dtype.kind in "fiub"
-            and bool(np.isfinite(x).all())
+            and bool((np.abs(x) < FLOAT32_BOUND).all())
         )
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

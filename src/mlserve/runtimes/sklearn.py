@@ -191,9 +191,6 @@ class SklearnRuntime:
     def _prepare(self, batch: Batch) -> Batch:
         """Put rows in signature order, as a frame when the model was fitted on one."""
         if isinstance(batch, pd.DataFrame):
-            missing = [name for name in self._names if name not in batch.columns]
-            if missing:
-                raise InvalidInput(f"missing feature column(s): {', '.join(missing)}")
             frame = _normalize(batch[self._names], self._numeric, self._categorical)
             return frame if self._wants_frame else frame.to_numpy(dtype=np.float64)
         array = np.asarray(batch)
@@ -207,7 +204,7 @@ class SklearnRuntime:
             )
         if not self._wants_frame and array.dtype.kind in "fiub":
             return array
-        # Strings and objects go through _normalize, which names a column that is not numeric.
+        # Text and objects (stored rows) become typed columns first, as training had them.
         frame = _normalize(
             pd.DataFrame(array, columns=self._names), self._numeric, self._categorical
         )
@@ -268,20 +265,19 @@ def _kernel_of(model: Any) -> ForestKernel | LinearKernel | None:
 
 
 def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """Numeric columns as float64 (naming the first that will not convert), categoricals as str.
+    """Numeric columns as float64, categoricals as text (NaN when missing), as training had them.
 
-    Training stored categorical values as strings, so a client sending ``3`` for ``"3"`` still
-    hits the right one-hot column.
+    Rows from the input checker (``mlserve.inputs``) already are; this serves callers that pass
+    stored rows as they are (the reference sample behind drift checks). Judging a client's
+    values is the checker's job, not the runtime's: a column that does not convert raises
+    ValueError.
     """
-    needs_cast = [c for c in numeric if frame[c].dtype.kind not in "fiub"]
+    needs_cast = [c for c in numeric if frame[c].dtype != np.float64]
     if not needs_cast and not categorical:
         return frame
     frame = frame.copy()
     for column in categorical:
         frame[column] = frame[column].map(lambda v: np.nan if pd.isna(v) else str(v)).astype(object)
     for column in needs_cast:
-        try:
-            frame[column] = pd.to_numeric(frame[column], errors="raise").astype(np.float64)
-        except (ValueError, TypeError):
-            raise InvalidInput(f"feature {column!r} must be numeric") from None
+        frame[column] = pd.to_numeric(frame[column], errors="raise").astype(np.float64)
     return frame

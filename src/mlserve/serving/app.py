@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from mlserve import __version__
 from mlserve.errors import MlserveError
+from mlserve.inputs import InputPolicy
 from mlserve.logging import configure_logging
 from mlserve.monitoring.drift import DriftConfig
 from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
@@ -137,7 +138,7 @@ def create_app(
         store=store,
         executor=executor,
         metrics=metrics,
-        nan_policy=settings.nan_policy,
+        input_policy=lambda name: InputPolicy.from_rules(settings.input_rules_for(name)),
         safe_loading=settings.safe_loading,
         prepare=prepare,
     )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
+from mlserve.inputs import CheckedRows
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
@@ -50,8 +51,9 @@ def check_outputs(model: LoadedModel, names: Sequence[str]) -> list[str]:
 def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Runs in a worker thread: every requested output from one batch.
 
-    Raises InvalidInput when the model refuses the rows: scikit-learn raises ValueError for
-    values it cannot take (NaN without an imputer under nan_policy=allow), the request's fault.
+    Raises InvalidInput when the model refuses the rows: the input checker let them through,
+    but scikit-learn raises ValueError for values the model cannot take (an encoder that errors
+    on an unknown category under unknown_categories: accept), the request's fault.
     """
     results: dict[str, np.ndarray] = {}
     try:
@@ -164,17 +166,20 @@ class Predictor:
         return MicroBatcher(compute, config, on_batch=on_batch, on_depth=depth.set)
 
     async def predict(
-        self, model: LoadedModel, batch: Batch, outputs: Sequence[str]
+        self, model: LoadedModel, rows: CheckedRows, outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Every requested output for ``batch``; raises InvalidInput for rows the model rejects,
-        Overloaded when the model's queue (or a blocking prediction log) is full,
-        DeadlineExceeded when the request expired.
+        """Every requested output for the accepted ``rows``; raises InvalidInput for rows the
+        model rejects, Overloaded when the model's queue (or a blocking prediction log) is
+        full, DeadlineExceeded when the request expired.
 
         Every protocol predicts through here, so this is where predictions are logged: one
         cheap item per request, queued before the response is sent.
         """
         assert model.runtime is not None
         started = time.perf_counter()
+        batch = rows.batch
+        if rows.unknown_categories:
+            self._count_unknown(model, rows.unknown_categories)
         wanted = tuple(outputs)
         try:
             if model.batcher is not None:
@@ -189,14 +194,19 @@ class Predictor:
             raise
         self._count(model, results)
         if self._log is not None:
-            await self._record(self._log, model, batch, results, started)
+            await self._record(self._log, model, rows, results, started)
         return results
+
+    def _count_unknown(self, model: LoadedModel, unknown: dict[str, np.ndarray]) -> None:
+        for feature, mask in unknown.items():
+            counter = self._metrics.unknown_categories.labels(model.name, model.version, feature)
+            counter.inc(int(mask.sum()))
 
     async def _record(
         self,
         writer: PredictionLogWriter,
         model: LoadedModel,
-        batch: Batch,
+        rows: CheckedRows,
         results: dict[str, np.ndarray],
         started: float,
     ) -> None:
@@ -209,8 +219,12 @@ class Predictor:
             ts=time.time(),
             model=model.name,
             version=model.version,
-            inputs=batch,
+            inputs=rows.batch,
             feature_names=model.schema.names,
+            unknown_categories={
+                feature: np.flatnonzero(mask).tolist()
+                for feature, mask in rows.unknown_categories.items()
+            },
             predictions=results.get(PREDICT),
             proba=results.get(PREDICT_PROBA),
             classes=model.class_labels,

@@ -11,18 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
-
 from mlserve.errors import MlserveError, ModelNotFound, NotReady, VersionNotFound
+from mlserve.inputs import InputPolicy, build_checker, reference_batch
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import ModelVersion, RegistryStore
-from mlserve.runtimes import Batch, Runtime, load_runtime
+from mlserve.runtimes import Runtime, load_runtime
 from mlserve.serving.batching import MicroBatcher
 from mlserve.serving.cache import PredictionCache
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.tabular import NanPolicy, TabularSchema
-from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, Signature, read_manifest
+from mlserve.serving.tabular import TabularSchema
+from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class ModelManager:
         store: RegistryStore | None,
         executor: InferenceExecutor,
         metrics: ServingMetrics,
-        nan_policy: NanPolicy,
+        input_policy: Callable[[str], InputPolicy],
         safe_loading: bool,
         prepare: Callable[[LoadedModel], None] = lambda _model: None,
     ) -> None:
@@ -87,7 +85,7 @@ class ModelManager:
         self._store = store
         self._executor = executor
         self._metrics = metrics
-        self._nan_policy = nan_policy
+        self._input_policy = input_policy
         self._safe = safe_loading
         self._models: dict[str, dict[str, LoadedModel]] = {}
         self._default: dict[str, str] = {}
@@ -162,9 +160,15 @@ class ModelManager:
                 load_runtime, folder, expected_sha256=sha, safe=self._safe
             )
             manifest = read_manifest(folder)
+            checker = await asyncio.to_thread(
+                build_checker,
+                runtime,
+                manifest.reference_profile,
+                self._input_policy(source.name),
+            )
             model.runtime = runtime
             model.framework = manifest.framework
-            model.schema = TabularSchema(runtime.signature, self._nan_policy)
+            model.schema = TabularSchema(checker)
             model.class_labels = [str(c) for c in runtime.classes]
             await self._warm(model, manifest.reference_profile)
             self._prepare(model)  # batcher and cache, per the model's options
@@ -203,30 +207,10 @@ class ModelManager:
     async def _warm(self, model: LoadedModel, profile: dict[str, Any] | None) -> None:
         """Run one prediction before taking traffic, so the first request is not the slow one."""
         assert model.runtime is not None
-        batch = warmup_batch(model.runtime.signature, profile)
+        batch = reference_batch(model.runtime.signature, profile)
         await self._executor.run(model.runtime.predict, batch)
         if model.runtime.has_proba:
             await self._executor.run(model.runtime.predict_proba, batch)
-
-
-def warmup_batch(signature: Signature, profile: dict[str, Any] | None) -> Batch:
-    """One row: from the reference sample when there is one, else zeros and first categories."""
-    names = signature.feature_names
-    sample = (profile or {}).get("sample") or {}
-    rows = sample.get("rows") or []
-    if rows and sample.get("columns") == names:
-        return pd.DataFrame(rows[:1], columns=names)
-    if signature.is_all_numeric:
-        return np.zeros((1, len(names)))
-    return pd.DataFrame(
-        [
-            [
-                (f.categories[0] if f.categories else "") if f.kind == "categorical" else 0.0
-                for f in signature.inputs
-            ]
-        ],
-        columns=names,
-    )
 
 
 def resolve_sources(store: RegistryStore, refs: list[str]) -> list[ModelSource]:

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from mlserve.errors import InvalidInput
+from mlserve.inputs import loads_json
 
 HEADER_LENGTH = "inference-header-content-length"
 """Request/response header giving the JSON part's length when binary tensors follow it."""
@@ -85,13 +86,14 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     payload = parse_json(header)
     if not isinstance(payload, dict):
         raise InvalidInput("the request body must be a JSON object")
+    booleans = may_hold_booleans(header)
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
     offset = 0
     inputs = []
     for index, raw in enumerate(raw_inputs):
-        tensor, used = _decode_input(raw, index, binary[offset:])
+        tensor, used = _decode_input(raw, index, binary[offset:], booleans)
         offset += used
         inputs.append(tensor)
     if offset != len(binary):
@@ -112,11 +114,19 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
 
 
 def parse_json(body: bytes | memoryview) -> Any:
-    """orjson.loads with a client-facing error."""
+    """JSON with a client-facing error; ``NaN`` and ``Infinity`` tokens are read as numbers
+    (``mlserve.inputs.loads_json``)."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return loads_json(body)
+    except ValueError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
+
+
+def may_hold_booleans(body: bytes | memoryview) -> bool:
+    """False when the JSON text has no ``true`` or ``false`` anywhere: its lists of numbers then
+    hold no booleans (numpy would read true as 1.0 without a word)."""
+    raw = bytes(body) if isinstance(body, memoryview) else body
+    return b"true" in raw or b"false" in raw
 
 
 def _list(payload: dict[str, Any], key: str) -> list[Any]:
@@ -136,7 +146,7 @@ def _decode_output(raw: Any, index: int) -> RequestedOutput:
     return RequestedOutput(raw["name"], None if binary is None else bool(binary), parameters)
 
 
-def _decode_input(raw: Any, index: int, binary: memoryview) -> tuple[Tensor, int]:
+def _decode_input(raw: Any, index: int, binary: memoryview, booleans: bool) -> tuple[Tensor, int]:
     """One input tensor, and how many bytes of binary data it consumed."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{index}] must be an object")
@@ -171,6 +181,8 @@ def _decode_input(raw: Any, index: int, binary: memoryview) -> tuple[Tensor, int
     else:
         if "data" not in raw:
             raise InvalidInput(f"input {name!r} has no 'data' and no binary_data_size")
+        if booleans and datatype not in ("BOOL", "BYTES") and _holds_booleans(raw["data"]):
+            raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, not true/false")
         data = _from_json(name, datatype, dtype, raw["data"], count)  # type: ignore[arg-type]  # datatype checked above
         used = 0
     try:
@@ -178,6 +190,15 @@ def _decode_input(raw: Any, index: int, binary: memoryview) -> tuple[Tensor, int
     except ValueError:  # no elements, but a dimension numpy cannot represent
         raise InvalidInput(f"input {name!r}: shape {shape} is too large") from None
     return Tensor(name, datatype, tuple(shape), data, parameters), used  # type: ignore[arg-type]  # datatype checked above
+
+
+def _holds_booleans(data: Any) -> bool:
+    """True when nested JSON ``data`` holds a true or false."""
+    if isinstance(data, bool):
+        return True
+    if isinstance(data, list):
+        return any(_holds_booleans(item) for item in data)
+    return False
 
 
 def _from_binary(

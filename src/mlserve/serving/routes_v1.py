@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from mlserve.errors import InvalidInput
+from mlserve.inputs import CheckedRows, read_csv_text
 from mlserve.serving.body import read_body
 from mlserve.serving.cache import respond
 from mlserve.serving.docs import (
@@ -20,7 +19,7 @@ from mlserve.serving.docs import (
 )
 from mlserve.serving.inference import PREDICT, PREDICT_PROBA
 from mlserve.serving.models import LoadedModel
-from mlserve.serving.protocol import parse_json
+from mlserve.serving.protocol import may_hold_booleans, parse_json
 from mlserve.serving.routes_v2 import json_response
 from mlserve.serving.state import ServerState, server_state, serving_model
 
@@ -92,9 +91,9 @@ async def _predict(state: ServerState, model: LoadedModel, raw: bytes) -> Respon
     want_proba = bool(payload.get("probabilities") or parameters.get("probabilities"))
     if want_proba and not (model.runtime and model.runtime.has_proba):
         raise InvalidInput(f"model {model.name!r} does not give probabilities")
-    batch = model.schema.from_rows(payload["instances"])
+    checked = model.schema.from_rows(payload["instances"], may_hold_booleans=may_hold_booleans(raw))
     outputs = [PREDICT, PREDICT_PROBA] if want_proba else [PREDICT]
-    results = await state.predictor.predict(model, batch, outputs)
+    results = await state.predictor.predict(model, checked, outputs)
     body: dict[str, Any] = {"predictions": _plain(results[PREDICT])}
     if want_proba:
         body["probabilities"] = results[PREDICT_PROBA]
@@ -164,18 +163,18 @@ async def _invocations(
 ) -> Response:
     assert model.schema is not None
     if content_type == "text/csv":
-        batch = model.schema.from_frame(_read_csv(body))
+        checked = model.schema.from_table(read_csv_text(body))
     elif content_type in ("application/json", ""):
-        batch = _mlflow_batch(model, parse_json(body))
+        checked = _mlflow_rows(model, parse_json(body), may_hold_booleans(body))
     else:
         raise InvalidInput(
             f"unsupported content type {content_type!r}; use application/json or text/csv"
         )
-    results = await state.predictor.predict(model, batch, [PREDICT])
+    results = await state.predictor.predict(model, checked, [PREDICT])
     return json_response({"predictions": _plain(results[PREDICT])})
 
 
-def _mlflow_batch(model: LoadedModel, payload: Any) -> Any:
+def _mlflow_rows(model: LoadedModel, payload: Any, booleans: bool) -> CheckedRows:
     """Rows from one of MLflow's four JSON input formats."""
     assert model.schema is not None
     if not isinstance(payload, dict):
@@ -191,26 +190,14 @@ def _mlflow_batch(model: LoadedModel, payload: Any) -> Any:
     if keys[0] == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise InvalidInput('dataframe_split needs "columns" and "data"')
-        columns = value.get("columns") or model.schema.names
-        try:
-            frame = pd.DataFrame(value["data"], columns=columns)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"dataframe_split: {exc}") from None
-        return model.schema.from_frame(frame)
+        return model.schema.from_split(value.get("columns"), value["data"])
     if keys[0] == "dataframe_records":
         if not isinstance(value, list):
             raise InvalidInput("dataframe_records must be a list of records")
-        return model.schema.from_rows(value)
+        return model.schema.from_rows(value, may_hold_booleans=booleans)
     if isinstance(value, dict):  # {"feature": [values...]} columns
         return model.schema.from_columns(value)
-    return model.schema.from_rows(value)
-
-
-def _read_csv(body: bytes) -> pd.DataFrame:
-    try:
-        return pd.read_csv(io.BytesIO(body))
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InvalidInput(f"unreadable CSV body: {str(exc).splitlines()[0]}") from None
+    return model.schema.from_rows(value, may_hold_booleans=booleans)
 
 
 def _plain(values: np.ndarray) -> Any:

@@ -137,8 +137,8 @@ async def _infer(
     assert model.schema is not None
     decoded = decode_request(body, int(header_length) if header_length else None)
     outputs = check_outputs(model, [o.name for o in decoded.outputs])
-    batch = model.schema.from_tensors(decoded.inputs)
-    results = await state.predictor.predict(model, batch, outputs)
+    checked = model.schema.from_tensors(decoded.inputs)
+    results = await state.predictor.predict(model, checked, outputs)
     binary_default = decoded.binary_output
     flags = {o.name: o.binary for o in decoded.outputs}
     named = [(name, _tensor(name, results[name], model)) for name in outputs]
@@ -198,6 +198,7 @@ def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any
             "shape": [-1],
             "parameters": {
                 "kind": f.kind,
+                "missing_accepted": model.schema.checker.takes_missing(f.name),
                 **({"categories": list(f.categories)} if f.categories else {}),
             },
         }

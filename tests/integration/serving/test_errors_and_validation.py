@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from serving_harness import (
     CHURN,
     IRIS,
+    IRIS_FEATURES,
     PRICE,
     LiveServer,
     ServingProject,
@@ -100,8 +102,7 @@ PER_FEATURE = [
 @pytest.mark.parametrize(
     ("inputs", "fragment"),
     [
-        ([PER_FEATURE[0]], "missing feature(s): x2"),
-        ([*PER_FEATURE, {**PER_FEATURE[0], "name": "x3"}], "'x3' is not a feature"),
+        ([PER_FEATURE[0]], "missing feature column(s): 'x2'"),
         ([PER_FEATURE[0], {**PER_FEATURE[1], "shape": [1], "data": [3.0]}], "same number of rows"),
         ([PER_FEATURE[0], {**PER_FEATURE[1], "shape": [1, 2]}], "shape [rows]"),
         ([PER_FEATURE[0], {**PER_FEATURE[1], "datatype": "BYTES", "data": ["a", "b"]}], "'x2'"),
@@ -127,7 +128,6 @@ def test_v2_per_feature_bad_request_is_400(
         (b"", "malformed JSON"),
         (b"{", "malformed JSON"),
         (b'{"inputs": [}', "malformed JSON"),
-        (b'{"inputs": [{"name": "input-0", "data": [NaN]}]}', "malformed JSON"),
         (b"\xff\xfe", "malformed JSON"),
     ],
 )
@@ -222,23 +222,25 @@ def test_unknown_route_and_method_are_json(live_server: LiveServer) -> None:
         (PRICE, {"instances": []}, "non-empty list"),
         (PRICE, {"instances": [[1, 2, 3]]}, "each instance must list 2 feature values (x1, x2)"),
         (PRICE, {"instances": [[1, 2], [3]]}, "each instance must list 2"),
-        (PRICE, {"instances": [[1, "abc"]]}, "feature 'x2' must be numeric"),
-        (PRICE, {"instances": [{"x1": 1}]}, "missing feature(s): x2"),
-        (PRICE, {"instances": [{"x1": 1, "x2": 2, "x9": 3}]}, "unknown feature(s): x9"),
+        (PRICE, {"instances": [[1, "abc"]]}, "row 0: feature 'x2' is not a number: 'abc'"),
         (PRICE, {"instances": [{"x1": 1, "x2": 2}, [1, 2]]}, "every instance must be an object"),
-        (PRICE, {"instances": [{"x1": [1, 2], "x2": 3}]}, "feature 'x1' must hold one number"),
+        (
+            PRICE,
+            {"instances": [{"x1": [1, 2], "x2": 3}]},
+            "feature 'x1' must be one value, not a list",
+        ),
         (PRICE, {"instances": [{"x1": 1, "x2": 3}, {"x1": [2], "x2": 3}]}, "feature 'x1'"),
         (PRICE, {"instances": [[1, 2]], "parameters": [1]}, "'parameters' must be an object"),
         (CHURN, {"instances": [["pro", "eu", 1.0]]}, "each instance must list 4"),
         (
             CHURN,
             {"instances": [{"plan": ["pro"], "region": "eu", "monthly": 1, "tenure": 2}]},
-            "feature 'plan' must hold one value per row",
+            "row 0: feature 'plan' must be one value, not a list or object",
         ),
         (
             CHURN,
             {"instances": [{"plan": "pro", "region": "eu", "monthly": "lots", "tenure": 2}]},
-            "feature 'monthly' must be numeric",
+            "row 0: feature 'monthly' is not a number: 'lots'",
         ),
     ],
 )
@@ -252,8 +254,8 @@ def test_v1_bad_request_is_400(
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"inputs": {"x1": 1, "x2": 2}}, "feature 'x1' must be a list of values"),
-        ({"inputs": {"x1": "12", "x2": "34"}}, "feature 'x1' must be a list of values"),
+        ({"inputs": {"x1": 1, "x2": 2}}, "column 'x1' must be a list of values"),
+        ({"inputs": {"x1": "12", "x2": "34"}}, "column 'x1' must be a list of values"),
         ({"inputs": {"x1": [], "x2": []}}, "no rows"),
         ({"dataframe_split": {"columns": ["x1", "x2"], "data": []}}, "no rows"),
     ],
@@ -265,7 +267,7 @@ def test_invocations_shapeless_inputs_are_400(
     assert_error(response, 400, fragment)
 
 
-# -- NaN / inf policy: nullable (the default) on the shared server -------------------------------------
+# -- input rules in the default configuration, on the shared server --------------------------------
 
 
 def churn_record(**changes: Any) -> dict[str, Any]:
@@ -273,11 +275,37 @@ def churn_record(**changes: Any) -> dict[str, Any]:
     return {"plan": "pro", "region": "eu", "monthly": 60.0, "tenure": 12, **changes}
 
 
-def test_nullable_accepts_missing_values_where_training_had_them(
-    live_server: LiveServer, serving_project: ServingProject
+@pytest.mark.parametrize("door", ["records", "json-nan-token", "csv"])
+def test_missing_values_are_scored_where_the_model_fills_them_in(
+    live_server: LiveServer, serving_project: ServingProject, door: str
 ) -> None:
-    rows = [churn_record(plan=None), churn_record(monthly=None)]
-    response = httpx.post(f"{live_server.url}/v1/models/{CHURN}:predict", json={"instances": rows})
+    # mlserve train imputes every column, including tenure and region, which had no missing
+    # value in training: the model fills them in, so every door scores these rows.
+    rows = [
+        churn_record(plan=None),
+        churn_record(monthly=None),
+        churn_record(tenure=None),
+        churn_record(region=None),
+    ]
+    if door == "records":
+        response = httpx.post(
+            f"{live_server.url}/v1/models/{CHURN}:predict", json={"instances": rows}
+        )
+    elif door == "json-nan-token":  # what Python's json.dumps writes for a float NaN
+        body = json.dumps({"dataframe_records": [churn_record(monthly=float("nan"))] * 2})
+        assert "NaN" in body
+        response = httpx.post(
+            f"{live_server.url}/invocations?model={CHURN}",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
+        rows = [churn_record(monthly=None)] * 2
+    else:
+        response = httpx.post(
+            f"{live_server.url}/invocations?model={CHURN}",
+            content=pd.DataFrame(rows).to_csv(index=False).encode(),
+            headers={"content-type": "text/csv"},
+        )
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == serving_project.predict(CHURN, rows).tolist()
 
@@ -285,32 +313,40 @@ def test_nullable_accepts_missing_values_where_training_had_them(
 @pytest.mark.parametrize(
     ("row", "fragment"),
     [
-        (churn_record(tenure=None), "feature 'tenure' (row 0) is missing"),
-        (churn_record(region=None), "feature 'region' (row 0) is missing"),
-        (churn_record(monthly="inf"), "feature 'monthly' (row 0) is infinite"),
-        (churn_record(tenure="-inf"), "feature 'tenure' (row 0) is infinite"),
+        (churn_record(monthly="inf"), "row 1: feature 'monthly' is not finite: 'inf'"),
+        (churn_record(tenure="-inf"), "row 1: feature 'tenure' is not finite: '-inf'"),
+        (churn_record(tenure=1e400), "row 1: feature 'tenure' is not finite: 'inf'"),
     ],
 )
-def test_nullable_rejects_unseen_missing_values_and_infinities(
+def test_infinities_are_rejected_naming_the_row_and_feature(
     live_server: LiveServer, row: dict[str, Any], fragment: str
 ) -> None:
     response = httpx.post(
-        f"{live_server.url}/v1/models/{CHURN}:predict", json={"instances": [churn_record(), row]}
+        f"{live_server.url}/v1/models/{CHURN}:predict",
+        content=json.dumps({"instances": [churn_record(), row]}).encode(),
+        headers={"content-type": "application/json"},
     )
-    assert_error(response, 400, fragment.replace("row 0", "row 1"))
+    assert_error(response, 400, fragment)
 
 
-def test_nullable_rejects_nan_and_inf_in_numeric_matrices(live_server: LiveServer) -> None:
+def test_missing_and_infinite_values_in_numeric_matrices_are_rejected(
+    live_server: LiveServer,
+) -> None:
+    # The iris pipelines have no imputer and scikit-learn refuses NaN: missing is refused.
     url = f"{live_server.url}/v2/models/{IRIS}/infer"
     with_null = v2_matrix_request([ROW, [5.0, None, 1.0, 0.1]])
-    assert_error(httpx.post(url, json=with_null), 400, "feature 'sepal_width' (row 1)")
+    assert_error(
+        httpx.post(url, json=with_null),
+        400,
+        "row 1: feature 'sepal_width' is missing, and this model cannot fill it in",
+    )
     values = np.array([ROW, [5.0, 3.0, np.inf, 0.1]], dtype="<f8")
     content, headers = binary_request([("input-0", values, "FP64")])
     response = httpx.post(url, content=content, headers=headers)
-    assert_error(response, 400, "feature 'petal_length' (row 1) is inf")
+    assert_error(response, 400, "row 1: feature 'petal_length' is not finite: 'inf'")
 
 
-def test_nullable_rejects_inf_in_binary_per_feature_tensors(live_server: LiveServer) -> None:
+def test_inf_in_binary_per_feature_tensors_is_rejected(live_server: LiveServer) -> None:
     content, headers = binary_request(
         [
             ("plan", np.array(["pro"], dtype=object), "BYTES"),
@@ -322,10 +358,38 @@ def test_nullable_rejects_inf_in_binary_per_feature_tensors(live_server: LiveSer
     response = httpx.post(
         f"{live_server.url}/v2/models/{CHURN}/infer", content=content, headers=headers
     )
-    assert_error(response, 400, "feature 'monthly' (row 0) is infinite")
+    assert_error(response, 400, "row 0: feature 'monthly' is not finite: 'inf'")
 
 
-# -- servers with other settings: nan_policy reject / allow, a small body limit ------------------------
+def test_extra_columns_are_ignored_by_default_in_every_format(
+    live_server: LiveServer, serving_project: ServingProject
+) -> None:
+    expected = serving_project.predict(PRICE, [[1.0, 2.0]]).tolist()
+    record = {"x1": 1.0, "x2": 2.0, "x9": "anything"}
+    answers = [
+        httpx.post(f"{live_server.url}/v1/models/{PRICE}:predict", json={"instances": [record]}),
+        httpx.post(
+            f"{live_server.url}/invocations?model={PRICE}",
+            json={"dataframe_split": {"columns": ["x1", "x2", "x9"], "data": [[1.0, 2.0, "a"]]}},
+        ),
+        httpx.post(
+            f"{live_server.url}/invocations?model={PRICE}",
+            content=b"x9,x2,x1\nz,2.0,1.0\n",
+            headers={"content-type": "text/csv"},
+        ),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["predictions"] == expected
+    oip = httpx.post(
+        f"{live_server.url}/v2/models/{PRICE}/infer",
+        json={"inputs": [*PER_FEATURE, {**PER_FEATURE[0], "name": "x9"}]},
+    )
+    assert oip.status_code == 200, oip.text
+
+
+# -- servers with other settings: stricter and looser input rules, a small body limit ----------------
 
 BODY_LIMIT_BYTES = 4096
 
@@ -334,11 +398,15 @@ BODY_LIMIT_BYTES = 4096
 def policy_servers(
     serving_project: ServingProject, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, LiveServer]]:
-    """Servers with nan_policy reject, nan_policy allow, and a 4 KiB body limit, started together."""
+    """Servers with missing_values reject; extra_columns reject with churn's unknown categories
+    accepted (a per-model option); and a 4 KiB body limit, started together."""
     logs = tmp_path_factory.mktemp("policy-logs")
     settings = {
-        "reject": {"MLSERVE_NAN_POLICY": "reject"},
-        "allow": {"MLSERVE_NAN_POLICY": "allow"},
+        "reject": {"MLSERVE_MISSING_VALUES": "reject"},
+        "rules": {
+            "MLSERVE_EXTRA_COLUMNS": "reject",
+            "MLSERVE_MODELS__CHURN__UNKNOWN_CATEGORIES": "accept",
+        },
         "small-body": {"MLSERVE_MAX_REQUEST_BYTES": str(BODY_LIMIT_BYTES)},
     }
     servers: dict[str, LiveServer] = {}
@@ -353,34 +421,68 @@ def policy_servers(
             shutdown(server)
 
 
-def test_reject_policy_refuses_missing_values_even_where_training_had_them(
+def test_reject_policy_refuses_missing_values_even_where_the_model_fills_them(
     policy_servers: dict[str, LiveServer],
 ) -> None:
     url = f"{policy_servers['reject'].url}/v1/models/{CHURN}:predict"
     response = httpx.post(url, json={"instances": [churn_record(monthly=None)]})
-    assert_error(response, 400, "feature 'monthly' (row 0) is missing")
+    assert_error(
+        response,
+        400,
+        "row 0: feature 'monthly' is missing, and missing values are refused for this model",
+    )
     response = httpx.post(url, json={"instances": [churn_record(plan=None)]})
-    assert_error(response, 400, "feature 'plan' (row 0) is missing")
+    assert_error(response, 400, "row 0: feature 'plan' is missing")
     assert httpx.post(url, json={"instances": [churn_record()]}).status_code == 200
 
 
-def test_allow_policy_passes_missing_values_to_the_model(
+def test_accepted_unknown_categories_are_scored_and_counted_per_feature(
     policy_servers: dict[str, LiveServer], serving_project: ServingProject
 ) -> None:
-    url = f"{policy_servers['allow'].url}/v1/models/{CHURN}:predict"
-    rows = [churn_record(tenure=None), churn_record(region=None)]
-    response = httpx.post(url, json={"instances": rows})
+    server = policy_servers["rules"]
+    rows = [churn_record(plan="enterprise"), churn_record(), churn_record(region="mars")]
+    response = httpx.post(f"{server.url}/v1/models/{CHURN}:predict", json={"instances": rows})
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == serving_project.predict(CHURN, rows).tolist()
+    metrics = httpx.get(f"{server.url}/metrics").text
+    version = serving_project.versions[CHURN]
+    for feature in ("plan", "region"):
+        line = (
+            f'mlserve_unknown_categories_total{{feature="{feature}",model="{CHURN}",'
+            f'version="{version}"}} 1.0'
+        )
+        assert line in metrics
 
 
-def test_allow_policy_reports_values_the_model_cannot_take_as_400(
+def test_extra_columns_policy_reject_refuses_them_in_every_format(
     policy_servers: dict[str, LiveServer],
 ) -> None:
-    # The iris pipeline has no imputer: scikit-learn itself refuses NaN, which is the client's doing.
-    url = f"{policy_servers['allow'].url}/v2/models/{IRIS}/infer"
-    response = httpx.post(url, json=v2_matrix_request([[5.0, None, 1.0, 0.1]]))
-    assert_error(response, 400, "NaN")
+    server = policy_servers["rules"]
+    reason = "unknown column(s) 'x9', and extra columns are refused for this model"
+    record = {**churn_record(), "x9": 1}
+    responses = [
+        httpx.post(f"{server.url}/v1/models/{CHURN}:predict", json={"instances": [record]}),
+        httpx.post(
+            f"{server.url}/invocations?model={CHURN}",
+            content=pd.DataFrame([record]).to_csv(index=False).encode(),
+            headers={"content-type": "text/csv"},
+        ),
+        httpx.post(
+            f"{server.url}/v2/models/{IRIS}/infer",
+            json={
+                "inputs": [
+                    {"name": n, "datatype": "FP64", "shape": [1], "data": [v]}
+                    for n, v in zip([*IRIS_FEATURES, "x9"], [*ROW, 1.0], strict=True)
+                ]
+            },
+        ),
+    ]
+    for response in responses:
+        assert_error(response, 400, f"row 0: {reason}")
+    plain = httpx.post(
+        f"{server.url}/v1/models/{CHURN}:predict", json={"instances": [churn_record()]}
+    )
+    assert plain.status_code == 200, plain.text
 
 
 def test_body_over_the_limit_with_content_length_is_413(

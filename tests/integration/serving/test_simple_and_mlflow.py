@@ -69,13 +69,13 @@ def test_records_by_feature_name_with_raw_categorical_values(
     assert response.json()["predictions"] == serving_project.predict(CHURN, churn_rows).tolist()
 
 
-def test_unseen_category_is_accepted(
-    live_server: LiveServer, serving_project: ServingProject
-) -> None:
-    row = {"plan": "enterprise", "region": "mars", "monthly": 80.0, "tenure": 2}
+def test_unseen_category_is_rejected_by_default_naming_it(live_server: LiveServer) -> None:
+    row = {"plan": "enterprise", "region": "eu", "monthly": 80.0, "tenure": 2}
     response = predict(live_server, CHURN, {"instances": [row]})
-    assert response.status_code == 200, response.text
-    assert response.json()["predictions"] == serving_project.predict(CHURN, [row]).tolist()
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == (
+        "row 0: feature 'plan' has an unknown category: 'enterprise' (known: basic, pro, team)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_several_models_need_a_name(live_server: LiveServer) -> None:
         ({"json": {"dataframe_split": {"columns": ["x1", "x2"]}}}, "dataframe_split"),
         ({"json": {"dataframe_split": {"columns": ["x1"], "data": [[1, 2]]}}}, "dataframe_split"),
         ({"json": {"dataframe_records": {"x1": 1}}}, "list of records"),
-        ({"json": {"dataframe_records": [{"x1": 1}]}}, "x2"),
+        ({"json": {"dataframe_records": [{"x1": 1, "x2": "two"}]}}, "feature 'x2' is not a"),
         ({"content": b"x1\n1\n", "headers": {"content-type": "text/csv"}}, "x2"),
         ({"content": b'"a\n', "headers": {"content-type": "text/csv"}}, "CSV"),
         ({"content": b"x1,x2\n1,2", "headers": {"content-type": "text/plain"}}, "content type"),

@@ -27,6 +27,7 @@ from mlserve.batch.scoring import (
     _blocks,
     score_chunk,
 )
+from mlserve.inputs import InputPolicy, RowChecker, build_checker
 from mlserve.monitoring import describe_features
 from mlserve.runtimes import Runtime, SklearnRuntime, load_runtime
 from mlserve.training.train import build_pipeline
@@ -39,10 +40,18 @@ def runtime(churn_model: PinnedModel) -> Runtime:
     return load_runtime(churn_model.folder, expected_sha256=churn_model.sha256)
 
 
+def checker_of(runtime: Runtime, policy: InputPolicy | None = None) -> RowChecker:
+    """The input checker every door builds for ``runtime`` (probing it as a server would)."""
+    return build_checker(runtime, None, policy or InputPolicy())
+
+
 def score_file(path: Path, runtime: Runtime, options: ScoringOptions) -> list[ScoredChunk]:
     """Every chunk of ``path`` (chunks of 1000 records) scored."""
     plan = ReadPlan(options.input_columns(FEATURES), 1000)
-    return [score_chunk(c, runtime, options) for c in iter_chunks(discover_inputs(str(path)), plan)]
+    return [
+        score_chunk(c, runtime, checker_of(runtime), options)
+        for c in iter_chunks(discover_inputs(str(path)), plan)
+    ]
 
 
 def test_bad_csv_records_are_rejected_with_their_reason_and_the_rest_scored(
@@ -55,7 +64,7 @@ def test_bad_csv_records_are_rejected_with_their_reason_and_the_rest_scored(
         "2,0.1,abc,0.3,0.4,pro\n"  # not a number
         "3,0.1,0.2,,0.4,pro\n"  # missing, and training had no missing values
         "4,0.1,0.2,0.3,inf,team\n"  # not finite
-        "5,0.1,0.2,0.3,0.4,gold\n"  # a plan the one-hot encoder refuses
+        "5,0.1,0.2,0.3,0.4,gold\n"  # a plan training never saw
         "6,0.1,0.2\n"  # too few fields
         "7, 1.5 ,0.2,0.3,0.4,team\n"  # spaces around a number are fine
     )
@@ -65,9 +74,9 @@ def test_bad_csv_records_are_rejected_with_their_reason_and_the_rest_scored(
     assert scored.table.column_names == ["id", "prediction", "model_version"]
     reasons = {r.id: r.reason for r in scored.rejects}
     assert reasons["2"] == "feature 'f1' is not a number: 'abc'"
-    assert reasons["3"] == "feature 'f2' is missing"
-    assert reasons["4"] == "feature 'f3' is not finite"
-    assert reasons["5"].startswith("model error: ValueError")
+    assert reasons["3"] == "feature 'f2' is missing, and this model cannot fill it in"
+    assert reasons["4"] == "feature 'f3' is not finite: 'inf'"
+    assert reasons["5"].startswith("feature 'plan' has an unknown category: 'gold' (known: ")
     assert [(r.row, r.line) for r in scored.rejects] == [(1, 3), (2, 4), (3, 5), (4, 6), (5, 7)]
     assert "expected 6 fields, found 3" in scored.rejects[-1].reason
 
@@ -79,7 +88,7 @@ def test_bad_json_lines_are_rejected_with_their_text(tmp_path: Path, runtime: Ru
         "{oops\n"
         "[1, 2]\n"
         '{"id": 4, "f0": 0.1, "f2": 0.3, "f3": 4, "plan": "pro"}\n'
-        '{"id": 5, "f0": true, "f1": 0.2, "f2": 0.3, "f3": 4, "plan": "pro"}\n'
+        '{"id": 5, "f0": "yes", "f1": 0.2, "f2": 0.3, "f3": 4, "plan": "pro"}\n'
     )
     [scored] = score_file(path, runtime, ScoringOptions("churn:1", id_column="id"))
     assert scored.table is not None
@@ -88,7 +97,7 @@ def test_bad_json_lines_are_rejected_with_their_text(tmp_path: Path, runtime: Ru
     assert rejects == [
         (2, "unparsable JSON", "{oops"),
         (3, "expected a JSON object, got list", "[1, 2]"),
-        (4, "feature 'f1' is missing", None),
+        (4, "feature 'f1' is missing, and this model cannot fill it in", None),
         (5, "feature 'f0' is not a number", None),
     ]
 
@@ -169,13 +178,14 @@ def test_an_all_numeric_model_gets_one_float_matrix_and_the_same_predictions(
         calls.append(batch)
         return predict(batch)
 
+    checker = checker_of(numeric_runtime)  # probing the model calls predict too
     numeric_runtime.predict = recording_predict  # see what the model gets
-    scored = score_chunk(chunk, numeric_runtime, options)
+    scored = score_chunk(chunk, numeric_runtime, checker, options)
     assert isinstance(calls[0], np.ndarray)
     assert calls[0].shape == (37, 4)
     assert [(r.id, r.reason) for r in scored.rejects] == [
-        ("3", "feature 'f1' is missing"),
-        ("5", "feature 'f2' is not finite"),
+        ("3", "feature 'f1' is missing, and this model cannot fill it in"),
+        ("5", "feature 'f2' is not finite: 'inf'"),
         ("7", "feature 'f3' is not a number: 'oops'"),
     ]
     good = feature_frame(40, seed=4)[NUMERIC].drop(index=[3, 5, 7])
@@ -205,8 +215,8 @@ def test_a_chunk_scored_on_threads_is_the_chunk_scored_on_one(
     plan = ReadPlan(options.input_columns(NUMERIC), rows)
     [chunk] = iter_chunks(discover_inputs(str(tmp_path / "in.csv")), plan)
     assert forest_runtime.scales_with_threads
-    one = score_chunk(chunk, forest_runtime, options)
-    many = score_chunk(chunk, forest_runtime, options, threads=threads)
+    one = score_chunk(chunk, forest_runtime, checker_of(forest_runtime), options)
+    many = score_chunk(chunk, forest_runtime, checker_of(forest_runtime), options, threads=threads)
     assert one.table is not None
     assert many.table is not None
     assert many.table.equals(one.table)  # bit for bit, probabilities included
@@ -234,7 +244,7 @@ def test_a_model_error_in_one_block_rejects_only_its_row(
 
     runtime = SklearnRuntime(forest_runtime.estimator, forest_runtime.signature)
     runtime.predict = refusing_predict  # type: ignore[method-assign]
-    scored = score_chunk(chunk, runtime, options, threads=2)
+    scored = score_chunk(chunk, runtime, checker_of(runtime), options, threads=2)
     assert [(r.row, r.reason) for r in scored.rejects] == [
         (rows - 3, "model error: ValueError: value out of range")
     ]
@@ -284,8 +294,8 @@ def test_a_trained_forest_pipeline_scores_on_threads_with_the_same_bits(tmp_path
         discover_inputs(str(tmp_path / "in.parquet")),
         ReadPlan(options.input_columns(FEATURES), rows),
     )
-    one = score_chunk(chunk, runtime, options)
-    two = score_chunk(chunk, runtime, options, threads=2)
+    one = score_chunk(chunk, runtime, checker_of(runtime), options)
+    two = score_chunk(chunk, runtime, checker_of(runtime), options, threads=2)
     assert one.table is not None
     assert two.table is not None
     assert two.table.equals(one.table)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
+from mlserve.inputs import CheckedRows, InputPolicy, build_checker
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.runtimes import Batch, load_runtime
 from mlserve.serving.batching import BatchingConfig, MicroBatcher, Outputs
@@ -477,6 +478,12 @@ class PredictorSetup:
         return sample or 0.0
 
 
+def checked(setup: PredictorSetup, rows: np.ndarray) -> CheckedRows:
+    """``rows`` through the model's input checker, as every protocol hands them over."""
+    assert setup.model.schema is not None
+    return setup.model.schema.checker.check_matrix(np.asarray(rows, dtype=np.float64))
+
+
 def predictor_setup(folder: Path, config: BatchingConfig, inline_max_ms: float) -> PredictorSetup:
     """Load ``folder`` as iris version 1, with its micro-batcher."""
     runtime = load_runtime(folder)
@@ -486,7 +493,7 @@ def predictor_setup(folder: Path, config: BatchingConfig, inline_max_ms: float) 
         ModelSource("iris", "1", folder=folder),
         state="ready",
         runtime=runtime,
-        schema=TabularSchema(runtime.signature, "nullable"),
+        schema=TabularSchema(build_checker(runtime, None, InputPolicy())),
         class_labels=[str(c) for c in runtime.classes],
     )
     registry = CollectorRegistry()
@@ -508,7 +515,7 @@ def test_predictor_batches_real_predictions_and_measures_them(
     async def scenario() -> list[dict[str, np.ndarray]]:
         answers = await asyncio.gather(
             *(
-                setup.predictor.predict(setup.model, rows, selections[i % 3])
+                setup.predictor.predict(setup.model, checked(setup, rows), selections[i % 3])
                 for i, rows in enumerate(slices)
             )
         )
@@ -549,14 +556,20 @@ def test_predictor_counts_rejections_by_reason(
         held = [
             asyncio.ensure_future(setup.executor.run(pool_busy.wait, PROMPTLY_S)) for _ in range(2)
         ]
-        first = asyncio.ensure_future(setup.predictor.predict(setup.model, rows, [PREDICT]))
+        first = asyncio.ensure_future(
+            setup.predictor.predict(setup.model, checked(setup, rows), [PREDICT])
+        )
         await asyncio.sleep(0.01)  # the first call left the queue and waits for a pool thread
         assert setup.model.batcher is not None
         assert setup.model.batcher.queued_rows == 0
         assert not first.done()
         results = await asyncio.gather(
-            setup.predictor.predict(setup.model, rows, [PREDICT]),  # queued, then expires
-            setup.predictor.predict(setup.model, rows, [PREDICT]),  # refused: queue full
+            setup.predictor.predict(
+                setup.model, checked(setup, rows), [PREDICT]
+            ),  # queued, then expires
+            setup.predictor.predict(
+                setup.model, checked(setup, rows), [PREDICT]
+            ),  # refused: queue full
             return_exceptions=True,
         )
         pool_busy.set()
@@ -588,12 +601,12 @@ def test_predictor_runs_warmed_up_fast_sizes_on_the_event_loop(
 
     async def scenario() -> None:
         for _ in range(3):  # warm-up: measured in the pool
-            await setup.predictor.predict(setup.model, one_row, [PREDICT])
+            await setup.predictor.predict(setup.model, checked(setup, one_row), [PREDICT])
         setup.executor.shutdown()  # from now on only inline calls can succeed
-        answer = await setup.predictor.predict(setup.model, one_row, [PREDICT])
+        answer = await setup.predictor.predict(setup.model, checked(setup, one_row), [PREDICT])
         assert len(answer[PREDICT]) == 1
         with pytest.raises(RuntimeError, match="shutdown"):
-            await setup.predictor.predict(setup.model, eight_rows, [PREDICT])
+            await setup.predictor.predict(setup.model, checked(setup, eight_rows), [PREDICT])
         assert setup.model.batcher is not None
         await setup.model.batcher.close()
 
