@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlserve.errors import ConfigError
+from mlserve.scaffold.project import env_example
 from mlserve.settings import Settings, load_settings
 
 LAYERS = ("yaml", "dotenv", "env", "flag")
@@ -103,12 +104,12 @@ def test_environment_values_are_parsed_to_field_types(
     monkeypatch.setenv("MLSERVE_SAFE_LOADING", "true")
     monkeypatch.setenv("MLSERVE_MAX_BATCH_WAIT_MS", "0.5")
     monkeypatch.setenv("MLSERVE_HOME", "/srv/mlserve")
-    monkeypatch.setenv("MLSERVE_NAN_POLICY", "allow")
+    monkeypatch.setenv("MLSERVE_UNKNOWN_CATEGORIES", "accept")
     settings = load_settings()
     assert settings.safe_loading is True
     assert settings.max_batch_wait_ms == 0.5
     assert settings.home == Path("/srv/mlserve")
-    assert settings.nan_policy == "allow"
+    assert settings.unknown_categories == "accept"
     assert settings.resolved_database_url == "sqlite:////srv/mlserve/registry.db"
 
 
@@ -138,7 +139,7 @@ def test_explicit_urls_win_over_home(project_dir: Path) -> None:
         ("flag", "port"),
         ("yaml", "workers"),
         ("env", "log_level"),
-        ("flag", "nan_policy"),
+        ("flag", "missing_values"),
         ("yaml", "max_request_bytes"),
         ("yaml", "no_such_setting"),
     ],
@@ -150,7 +151,7 @@ def test_invalid_values_give_a_one_line_config_error_naming_the_field(
         "port": "70000",
         "workers": "0",
         "log_level": "LOUD",
-        "nan_policy": "sometimes",
+        "missing_values": "sometimes",
         "max_request_bytes": "10",
         "no_such_setting": "1",
     }[field]
@@ -228,3 +229,13 @@ def test_malformed_yaml_is_a_config_error(project_dir: Path, content: str) -> No
     (project_dir / "mlserve.yaml").write_text(content)
     with pytest.raises(ConfigError):
         load_settings()
+
+
+def test_env_example_is_all_comments_and_the_repository_copy_is_current() -> None:
+    text = env_example()
+    stray = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert stray == []  # a description line without '#' would read as a setting in .env
+    for name in Settings.model_fields:
+        assert f"# MLSERVE_{name.upper()}=" in text
+    repository_copy = Path(__file__).parents[2] / ".env.example"
+    assert repository_copy.read_text() == text + "\n"

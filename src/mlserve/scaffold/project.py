@@ -41,7 +41,8 @@ def env_example() -> str:
     for name, info in Settings.model_fields.items():
         default = info.default
         shown = "" if default is None else str(default)
-        lines.append(f"# {info.description or name}")
+        # Descriptions span lines: each needs its own '#', or .env readers take it as a setting.
+        lines.extend(f"# {line}".rstrip() for line in (info.description or name).splitlines())
         lines.append(f"# MLSERVE_{name.upper()}={shown}")
         lines.append("")
     return "\n".join(lines)
