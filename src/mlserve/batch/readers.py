@@ -25,8 +25,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
 from mlserve.batch.column_types import with_inferred_types
-from mlserve.errors import DatasetError
-from mlserve.inputs import text_convert_options
+from mlserve.errors import DatasetError, InvalidInput
+from mlserve.inputs import check_header, text_convert_options
 
 FORMATS = {
     ".csv": "csv",
@@ -339,6 +339,10 @@ def _columns(
 ) -> list[str]:
     """The plan's columns, checked to be in the file (DatasetError naming those it lacks); the
     file's other columns are noted on its chunks as extra columns."""
+    try:
+        check_header(list(names))
+    except InvalidInput as exc:
+        raise DatasetError(f"{file.url}: {exc}") from None
     present = set(names)
     missing = [c for c in plan.columns if c not in present]
     if missing:

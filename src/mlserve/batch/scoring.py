@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
-from mlserve.inputs import CheckedRows, InputPolicy, RowChecker, loads_json
+from mlserve.inputs import CheckedRows, InputPolicy, RowChecker, loads_json, refusal_reason
 from mlserve.runtimes import Batch, Runtime
 
 PREDICTION = "prediction"
@@ -283,8 +283,7 @@ def _bisect(
             raise ValueError(f"model returned {len(predicted)} predictions for {stop - start} rows")
     except Exception as exc:  # the job-runner edge: model code may raise anything on a bad row
         if stop - start == 1:
-            message = str(exc).strip().splitlines()
-            failed[start] = f"model error: {type(exc).__name__}: {message[0] if message else ''}"
+            failed[start] = refusal_reason(exc)
             return []
         middle = (start + stop) // 2
         return [

@@ -9,8 +9,9 @@ from mlserve.inputs.checker import (
     ModelLimits,
     RowChecker,
     UnknownCategories,
+    refusal_reason,
 )
-from mlserve.inputs.csv import read_csv_text, text_convert_options
+from mlserve.inputs.csv import check_header, read_csv_text, text_convert_options
 from mlserve.inputs.probe import build_checker, probe_limits, reference_batch
 from mlserve.inputs.values import NULL_TOKENS, loads_json
 
@@ -24,9 +25,11 @@ __all__ = [
     "RowChecker",
     "UnknownCategories",
     "build_checker",
+    "check_header",
     "loads_json",
     "probe_limits",
     "read_csv_text",
     "reference_batch",
+    "refusal_reason",
     "text_convert_options",
 ]

@@ -325,6 +325,13 @@ class RowChecker:
         return f"feature {name!r} is missing, and this model cannot fill it in"
 
 
+def refusal_reason(error: BaseException) -> str:
+    """The reason for a row the checker let through and the model itself refused (a scaler
+    that turns 1e36 into infinity before a float32 forest), worded alike in every door."""
+    lines = str(error).strip().splitlines()
+    return f"the model refused it: {type(error).__name__}: {lines[0] if lines else ''}".rstrip()
+
+
 def _extra_reason(columns: Sequence[str]) -> str:
     return f"unknown column(s) {_names(columns)}, and extra columns are refused for this model"
 
@@ -368,4 +375,5 @@ __all__ = [
     "ModelLimits",
     "RowChecker",
     "UnknownCategories",
+    "refusal_reason",
 ]

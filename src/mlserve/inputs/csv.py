@@ -8,6 +8,7 @@ null) and the input checker reads them as it reads JSON strings, missing-value t
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -25,6 +26,14 @@ def text_convert_options(columns: list[str]) -> pacsv.ConvertOptions:
     )
 
 
+def check_header(names: list[str]) -> None:
+    """Raise InvalidInput when a header names a column twice (Arrow would give both the first
+    one's values, and the second's would be lost without a word)."""
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise InvalidInput(f"the CSV header names column {repeated[0]!r} more than once")
+
+
 def read_csv_text(data: bytes) -> pa.Table:
     """A whole CSV document (header first) as a table of text columns.
 
@@ -32,10 +41,13 @@ def read_csv_text(data: bytes) -> pa.Table:
     """
     if not data.strip():
         raise InvalidInput("the CSV body is empty")
+    if not data.endswith((b"\n", b"\r")):
+        data += b"\n"  # Arrow cannot tell a lone header line without its newline from no data
     try:
         header = pacsv.open_csv(
             io.BytesIO(data), parse_options=pacsv.ParseOptions(newlines_in_values=True)
         ).schema.names
+        check_header(header)
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(use_threads=False),

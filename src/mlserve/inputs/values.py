@@ -230,9 +230,12 @@ def _python_cells(values: Sequence[Any]) -> Cells:
     count = len(values)
     kinds = {type(v) for v in values} - {type(None)}
     if all(issubclass(k, _NUMBER_TYPES) and not issubclass(k, bool | np.bool_) for k in kinds):
-        # Numbers and nulls only (the usual JSON column): numpy reads None as NaN.
+        # Numbers and nulls only (the usual JSON column): numpy reads None as NaN. Reasons quote
+        # the cells as they came (JSON 2 is '2', not the float it becomes).
         with contextlib.suppress(OverflowError):  # an int past float64: one by one below
-            return _typed_cells(np.asarray(values, dtype=np.float64))
+            cells = _typed_cells(np.asarray(values, dtype=np.float64))
+            cells.source = values
+            return cells
     numbers = np.full(count, np.nan)
     missing = np.zeros(count, dtype=bool)
     booleans = np.zeros(count, dtype=bool)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
-from mlserve.inputs import CheckedRows
+from mlserve.inputs import CheckedRows, refusal_reason
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
@@ -64,7 +64,9 @@ def _compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[s
         elif PREDICT_PROBA in outputs:
             results[PREDICT_PROBA] = runtime.predict_proba(batch)
     except ValueError as exc:
-        raise InvalidInput(f"the model rejected the input: {str(exc).splitlines()[0]}") from None
+        # One row: the reason is that row's, as batch jobs give it; more rows: the request's.
+        prefix = "row 0: " if len(batch) == 1 else ""
+        raise InvalidInput(f"{prefix}{refusal_reason(exc)}") from None
     return results
 
 

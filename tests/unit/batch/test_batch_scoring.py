@@ -246,7 +246,7 @@ def test_a_model_error_in_one_block_rejects_only_its_row(
     runtime.predict = refusing_predict  # type: ignore[method-assign]
     scored = score_chunk(chunk, runtime, checker_of(runtime), options, threads=2)
     assert [(r.row, r.reason) for r in scored.rejects] == [
-        (rows - 3, "model error: ValueError: value out of range")
+        (rows - 3, "the model refused it: ValueError: value out of range")
     ]
     assert scored.table is not None
     assert scored.table.column("row").to_pylist() == [i for i in range(rows) if i != rows - 3]

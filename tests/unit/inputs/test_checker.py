@@ -213,14 +213,6 @@ def test_typed_arrow_columns_read_like_the_same_python_values() -> None:
     assert model_values(from_arrow)[0] == [1.0, 1.0, "3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="values._python_cells reads a column of numbers alone (the usual JSON column) "
-    "through a float64 array and quotes from that array: JSON [2] for a boolean feature is "
-    "quoted '2.0', but '2' when another row holds text, and '2' from CSV text, an Arrow "
-    "int64 column or a numpy int64 column (10**17: '1e+17' against '100000000000000000')",
-)
 @pytest.mark.parametrize("cell", [2, -1, 10**17, np.int64(3)], ids=repr)
 def test_an_integer_is_quoted_as_written_whatever_the_other_rows_hold(cell: Any) -> None:
     expected = {0: f"feature 'b' is not a boolean: {str(int(cell))!r}"}

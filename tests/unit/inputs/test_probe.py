@@ -106,10 +106,10 @@ def test_the_models_probed_here_give_both_answers_to_each_question(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="the range rule is applied to the raw value, but the pipeline scales it first: a "
-    "feature with spread 0.001 turns 1e36 into ~1e39, which the float32 forest refuses "
-    "('Input X contains infinity or a value too large for dtype(float32)') although the "
-    "checker accepted the row",
+    reason="known limit (docs/architecture.md, Input checking): the range rule bounds the raw "
+    "value, but the pipeline scales it first: a feature with spread 0.001 turns 1e36 into "
+    "~1e39, which the float32 forest refuses although the checker accepted the row; the "
+    "model's own refusal (refusal_reason) then rejects it, worded alike in every door",
 )
 def test_a_row_the_checker_accepts_is_one_the_estimator_takes(narrow_forest: TrainedModel) -> None:
     rows_checker = build_checker(narrow_forest.runtime, narrow_forest.profile, InputPolicy())

@@ -272,12 +272,6 @@ def test_boolean_feature_grammar(cell: Any, expected: Takes | str) -> None:
     assert_same(judge("b", cell), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a column of numbers alone is read through a float64 array and quoted from it: "
-    "JSON 2 is quoted '2.0' (see test_an_integer_is_quoted_as_written_whatever_the_other_rows_hold)",
-)
 @pytest.mark.parametrize("cell", [2, -1, np.int64(3)], ids=repr)
 def test_a_boolean_feature_quotes_a_refused_integer_as_written(cell: Any) -> None:
     assert judge("b", cell) == NOT_BOOLEAN.format(str(int(cell)))
