@@ -109,7 +109,13 @@ def deadline_server(
     slow_project: SlowProject, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """The forest with a 50 ms queueing deadline and batches of at most 2 rows."""
-    env = {"MLSERVE_REQUEST_TIMEOUT_S": "0.05", "MLSERVE_MAX_BATCH_SIZE": "2"}
+    # max_batch_rows too: whatever is queued is otherwise stacked into one call up to 1024 rows,
+    # and a fast machine then answers the whole flood before any deadline passes.
+    env = {
+        "MLSERVE_REQUEST_TIMEOUT_S": "0.05",
+        "MLSERVE_MAX_BATCH_SIZE": "2",
+        "MLSERVE_MAX_BATCH_ROWS": "2",
+    }
     with running_server(
         slow_project.root, FOREST, env=env, log_dir=tmp_path_factory.mktemp("deadline-logs")
     ) as server:
