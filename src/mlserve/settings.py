@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     """Require the API key on health and metrics endpoints too."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long in-flight requests get to finish."""
+    reload_interval_s: float = Field(default=2.0, ge=0)
+    """How often the server checks the registry for moved aliases and serves what they point at
+    now (also at once on SIGHUP); 0 checks only on SIGHUP."""
 
     access_log: bool = True
     """Log one JSON line per request (method, path, status, latency, model, version)."""

@@ -33,6 +33,7 @@ class ServingMetrics:
     cache_hits: Counter
     cache_misses: Counter
     unknown_categories: Counter
+    reloads: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -134,6 +135,13 @@ class ServingMetrics:
                 "mlserve_unknown_categories",
                 "Rows scored with a category training never saw (unknown_categories: accept).",
                 ("model", "version", "feature"),
+                registry=registry,
+            ),
+            reloads=Counter(
+                "mlserve_model_loads",
+                "Versions loaded (result=loaded) or that failed to load (result=failed), at "
+                "start-up and when an alias moves.",
+                ("model", "result"),
                 registry=registry,
             ),
         )

@@ -1,7 +1,8 @@
 """The inference server: Open Inference Protocol v2, a simple JSON API and MLflow scoring."""
 
 from mlserve.serving.app import app_from_environment, build_app, create_app
-from mlserve.serving.models import ModelSource, discover_model_dir, resolve_sources
+from mlserve.serving.models import discover_model_dir, resolve_refs
+from mlserve.serving.served import ModelSource
 from mlserve.serving.server import ServeOptions, serve_single, serve_workers, warn_if_exposed
 
 __all__ = [
@@ -11,7 +12,7 @@ __all__ = [
     "build_app",
     "create_app",
     "discover_model_dir",
-    "resolve_sources",
+    "resolve_refs",
     "serve_single",
     "serve_workers",
     "warn_if_exposed",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,17 +43,13 @@ from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.fastpath import FastPathMiddleware, ServingApp
 from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
-from mlserve.serving.inference import Predictor
+from mlserve.serving.inference import PredictionServices
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
-from mlserve.serving.models import (
-    LoadedModel,
-    ModelManager,
-    ModelSource,
-    discover_model_dir,
-    resolve_sources,
-)
+from mlserve.serving.models import ModelManager, discover_model_dir, resolve_refs
+from mlserve.serving.served import ModelSource, VersionLoader, VersionOptions
 from mlserve.serving.state import ServerState
 from mlserve.settings import Settings, load_settings
+from mlserve.types import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ def build_app(settings: Settings, refs: list[str], model_dir: Path | None) -> Fa
         settings.resolved_artifact_root,
         cache_dir=settings.home / "cache",
     )
-    return create_app(settings, resolve_sources(store, refs), store=store)
+    return create_app(settings, [], refs=resolve_refs(store, refs), store=store)
 
 
 def app_from_environment() -> FastAPI:
@@ -92,59 +89,34 @@ def create_app(
     settings: Settings,
     sources: list[ModelSource],
     *,
+    refs: Sequence[ModelRef] = (),
     store: RegistryStore | None = None,
     metrics_registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """The server application. Models load in the background once it starts."""
+    """The server application: fixed ``sources`` (a model folder) or ``refs`` followed in
+    ``store``. Models load in the background once it starts."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; *_created series double cardinality
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
     monitoring = MonitoringMetrics.create(registry)
     log_store, log_writer = _prediction_log(settings, monitoring)
     executor = InferenceExecutor(settings.inference_workers)
-    predictor = Predictor(
+    services = PredictionServices(
         executor,
         metrics,
         inline_max_ms=settings.inline_predict_max_ms,
         prediction_log=log_writer,
     )
 
-    def prepare(model: LoadedModel) -> None:
-        """Give a loaded model its micro-batcher and, when asked for, its cache."""
-        options = settings.options_for(model.name)
-        batching = BatchingConfig(
-            max_batch_size=options.max_batch_size or settings.max_batch_size,
-            max_batch_rows=options.max_batch_rows or settings.max_batch_rows,
-            max_wait_ms=(
-                settings.max_batch_wait_ms
-                if options.max_batch_wait_ms is None
-                else options.max_batch_wait_ms
-            ),
-            max_queue_rows=settings.max_queue_rows,
-            timeout_s=settings.request_timeout_s,
-        )
-        model.batcher = predictor.batcher_for(model, batching)
-        if options.cache:
-            model.cache = PredictionCache(
-                options.cache_max_bytes,
-                options.cache_ttl_s,
-                hits=metrics.cache_hits.labels(model.name, model.version),
-                misses=metrics.cache_misses.labels(model.name, model.version),
-                replay=predictor.replay,
-            )
-
-    manager = ModelManager(
-        sources,
+    loader = VersionLoader(
         store=store,
-        executor=executor,
-        metrics=metrics,
-        input_policy=lambda name: InputPolicy.from_rules(settings.input_rules_for(name)),
+        services=services,
+        options=_version_options(settings, metrics, services),
         safe_loading=settings.safe_loading,
-        prepare=prepare,
     )
+    manager = ModelManager(list(refs), sources=sources, store=store, loader=loader, metrics=metrics)
     state = ServerState(
         models=manager,
-        predictor=predictor,
         max_request_bytes=settings.max_request_bytes,
         monitoring=monitoring,
         prediction_log=log_writer,
@@ -172,17 +144,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(manager.load_all(), name="load-models")
+        loading = asyncio.create_task(
+            _load_then_follow(manager, settings.reload_interval_s), name="load-models"
+        )
+        hangup = _on_sighup(lambda: asyncio.create_task(manager.sync(), name="reload-now"))
         scoring = _start_monitoring(state)
         drifting = _start_drift_checks(state)
         try:
             yield
         finally:
             state.draining = True
+            hangup()
             if drifting is not None:  # before the executor and the log it uses shut down
                 drifting.cancel()
                 await asyncio.gather(drifting, return_exceptions=True)
-            loading.cancel()
+            loading.cancel()  # no more reloads: shutdown drains, then unloads
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
             await asyncio.to_thread(executor.shutdown)
@@ -223,6 +199,70 @@ def create_app(
         )
     )
     return app
+
+
+def _version_options(
+    settings: Settings, metrics: ServingMetrics, services: PredictionServices
+) -> Callable[[str], VersionOptions]:
+    """What a version of each model is built with: its input rules, batching and cache."""
+
+    def options_of(name: str) -> VersionOptions:
+        """What a version of model ``name`` is built with: its input rules, batching and cache."""
+        options = settings.options_for(name)
+        batching = BatchingConfig(
+            max_batch_size=options.max_batch_size or settings.max_batch_size,
+            max_batch_rows=options.max_batch_rows or settings.max_batch_rows,
+            max_wait_ms=(
+                settings.max_batch_wait_ms
+                if options.max_batch_wait_ms is None
+                else options.max_batch_wait_ms
+            ),
+            max_queue_rows=settings.max_queue_rows,
+            timeout_s=settings.request_timeout_s,
+        )
+
+        def cache(model: str, version: str) -> PredictionCache:
+            return PredictionCache(
+                options.cache_max_bytes,
+                options.cache_ttl_s,
+                hits=metrics.cache_hits.labels(model, version),
+                misses=metrics.cache_misses.labels(model, version),
+                replay=services.replay,
+            )
+
+        return VersionOptions(
+            input_policy=InputPolicy.from_rules(settings.input_rules_for(name)),
+            batching=batching,
+            cache=cache if options.cache else None,
+        )
+
+    return options_of
+
+
+async def _load_then_follow(manager: ModelManager, interval_s: float) -> None:
+    """Load every configured model, then follow the registry every ``interval_s`` (0: only
+    on SIGHUP), until cancelled at shutdown."""
+    await manager.load_all()
+    if interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        await manager.sync()
+
+
+def _on_sighup(reload_now: Callable[[], object]) -> Callable[[], None]:
+    """Run ``reload_now`` on SIGHUP (``kill -HUP``: follow the registry at once); returns the
+    undo. Where signals cannot be handled here (not the main thread, Windows) it does nothing."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload_now)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def _prediction_log(

@@ -146,8 +146,13 @@ class MicroBatcher:
             )
         )
 
-    async def close(self) -> None:
-        """Stop the worker task (pending requests are failed by their deadlines)."""
+    async def close(self, *, drain: bool = False) -> None:
+        """Stop the worker task at once (pending requests are failed by their deadlines), or
+        with ``drain`` once every queued request has been answered."""
+        if drain:
+            while self._worker is not None and not self._worker.done():
+                await asyncio.gather(asyncio.shield(self._worker), return_exceptions=True)
+            return
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)

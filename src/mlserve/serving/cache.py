@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +26,8 @@ from mlserve.monitoring.predlog import PendingPrediction
 Replay = Callable[[PendingPrediction], Awaitable[None]]
 """Logs a cached prediction again for the request a cache hit answers."""
 
-logged_prediction: ContextVar[PendingPrediction | None] = ContextVar(
-    "logged_prediction", default=None
-)
-"""Set by the predictor while a cacheable response is computed: what it predicted."""
+Answer = tuple[Response, PendingPrediction | None]
+"""A computed response and what the version predicted for it (its prediction-log item)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,26 +122,21 @@ async def respond(
     cache: PredictionCache | None,
     body: bytes,
     qualifiers: tuple[str | None, ...],
-    compute: Callable[[], Awaitable[Response]],
+    compute: Callable[[], Awaitable[Answer]],
 ) -> Response:
-    """The cached response for this request, or ``compute()``'s, remembered when successful.
-
-    A hit is logged in the prediction log like the prediction it replays.
-    """
+    """The cached response for this request, or ``compute()``'s, remembered when successful
+    with what was predicted, so a hit is logged in the prediction log like the prediction it
+    replays."""
     if cache is None:
-        return await compute()
+        response, _logged = await compute()
+        return response
     key = cache.key(body, qualifiers)
     entry = cache.entry(key)
     if entry is not None:
         if entry.logged is not None and cache.replay is not None:
             await cache.replay(entry.logged)
         return entry.to_response()
-    token = logged_prediction.set(None)
-    try:
-        response = await compute()
-        logged = logged_prediction.get()
-    finally:
-        logged_prediction.reset(token)
+    response, logged = await compute()
     if response.status_code == 200:
         cache.put(key, response, logged)
     return response

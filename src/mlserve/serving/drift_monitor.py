@@ -26,8 +26,8 @@ from mlserve.monitoring.drift import (
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.models import LoadedModel, ModelManager, ModelSource
-from mlserve.types import read_manifest
+from mlserve.serving.models import ModelManager
+from mlserve.serving.served import ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ class DriftMonitor:
         """Check every ready version each interval, forever; failures are logged, not raised."""
         while True:
             await asyncio.sleep(self.schedule.interval_s)
-            for model in self._models.all():
-                if not model.is_ready:
-                    continue
+            for model in self._models.served():
                 try:
                     await self._check(model, self.schedule.window_s)
                 except NotFound:  # no reference profile: nothing to compare with
@@ -101,7 +99,7 @@ class DriftMonitor:
                         exc_info=True,
                     )
 
-    async def _check(self, model: LoadedModel, window_s: float) -> DriftReport:
+    async def _check(self, model: ServedVersion, window_s: float) -> DriftReport:
         if self._lock is None:  # made on the loop that uses it, never at import or build time
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -123,7 +121,7 @@ class DriftMonitor:
         return report
 
     def _compute(
-        self, model: LoadedModel, reference: Reference, since: datetime, until: datetime
+        self, model: ServedVersion, reference: Reference, since: datetime, until: datetime
     ) -> DriftReport:
         """In a worker thread: read the window and run the tests."""
         window = self._store.read_window(
@@ -140,11 +138,11 @@ class DriftMonitor:
         )
         return detect_drift(check, self.schedule.config)
 
-    async def _reference(self, model: LoadedModel) -> Reference:
+    async def _reference(self, model: ServedVersion) -> Reference:
         """The version's reference with the model's predictions on its sample, made once."""
         key = (model.name, model.version)
         if key not in self._references:
-            profile = await asyncio.to_thread(_profile_of, model.source)
+            profile = model.reference_profile
             self._references[key] = (
                 None if profile is None else await self._with_predictions(model, profile)
             )
@@ -156,10 +154,9 @@ class DriftMonitor:
             )
         return reference
 
-    async def _with_predictions(self, model: LoadedModel, profile: dict[str, Any]) -> Reference:
+    async def _with_predictions(self, model: ServedVersion, profile: dict[str, Any]) -> Reference:
         reference = Reference.from_profile(profile)
         runtime = model.runtime
-        assert runtime is not None
         batch = reference.batch_for(runtime.signature)
         if batch is None:
             return reference
@@ -199,11 +196,3 @@ class DriftMonitor:
 def _forget(gauge: Gauge, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):  # never set: nothing to remove
         gauge.remove(*labels)
-
-
-def _profile_of(source: ModelSource) -> dict[str, Any] | None:
-    """The reference profile recorded with a version: in the registry, or in its manifest."""
-    if source.registered is not None:
-        return source.registered.reference_profile
-    assert source.folder is not None
-    return read_manifest(source.folder).reference_profile

@@ -19,8 +19,9 @@ from mlserve.monitoring.feedback import (
 )
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter
-from mlserve.serving.models import LoadedModel, ModelManager
+from mlserve.serving.models import ModelManager
 from mlserve.serving.protocol import parse_json
+from mlserve.serving.served import ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ def _item(request_id: Any, label: Any, row: Any, prefix: str, index: str) -> Fee
     return FeedbackItem(request_id=request_id, label=label, row=row)
 
 
-def check_labels(versions: Sequence[LoadedModel], items: Sequence[FeedbackItem]) -> None:
+def check_labels(versions: Sequence[ServedVersion], items: Sequence[FeedbackItem]) -> None:
     """Refuse labels the model cannot have: unknown classes for classifiers, non-numbers for
     regressors. Judged by the loaded versions when they agree on a task; else not at all."""
-    tasks = {task_of(m) for m in versions if m.runtime is not None}
+    tasks = {task_of(m) for m in versions}
     if tasks == {"classification"}:
         allowed = {class_key(c) for m in versions for c in m.class_labels}
         for index, item in enumerate(items):
@@ -124,9 +125,8 @@ def check_labels(versions: Sequence[LoadedModel], items: Sequence[FeedbackItem])
                 )
 
 
-def task_of(model: LoadedModel) -> Task:
-    """A loaded version's task, from its signature (or its classes when that says nothing)."""
-    assert model.runtime is not None
+def task_of(model: ServedVersion) -> Task:
+    """A served version's task, from its signature (or its classes when that says nothing)."""
     task = model.runtime.signature.task
     if task in ("classification", "regression"):
         return task
@@ -195,8 +195,8 @@ class OnlineScores:
 
         Served versions without labels are included, with no scores.
         """
-        served = [m for m in self._models.all() if m.name == name]
-        tasks = {m.version: task_of(m) for m in served if m.runtime is not None}
+        served = [m for m in self._models.served() if m.name == name]
+        tasks = {m.version: task_of(m) for m in served}
         since = datetime.now(UTC) - timedelta(seconds=self.window_s)
         scores = await asyncio.to_thread(self._store.online_metrics, name, since, tasks)
         for version, task in tasks.items():
@@ -222,7 +222,7 @@ class OnlineScores:
         """
         await asyncio.sleep(min(first_after_s, interval_s))
         while True:
-            for name in sorted({m.name for m in self._models.all()}):
+            for name in sorted({m.name for m in self._models.served()}):
                 try:
                     await self.refresh(name)
                 except Exception:  # a failing database must not stop the next refresh

@@ -1,61 +1,54 @@
-"""The loaded-model table: which versions are served, their state, and how to find them."""
+"""The model manager: which versions are served, what each model name answers with, and how that
+follows the registry while the server runs.
+
+Requests get only ready `ServedVersion`s. Every version a followed alias points at is served and
+reachable by its number; a model name answers with its first followed reference (``production``
+for a bare name). When an alias moves (``sync``, every reload interval, on SIGHUP or on demand),
+the new version is loaded and warmed beside the old, the name switches to it in one assignment,
+and the old one is retired: it answers what it already took, then its memory goes. A version
+that fails to load changes nothing but its status: the old one keeps serving, and the failure is
+kept (with its reason) until the alias moves again. Readiness is decided once, by the first
+load of every configured model: loading or unloading later never changes it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from mlserve.errors import MlserveError, ModelNotFound, NotReady, VersionNotFound
-from mlserve.inputs import InputPolicy, build_checker, reference_batch
+from mlserve.errors import (
+    AliasNotFound,
+    MlserveError,
+    ModelNotFound,
+    NotFound,
+    NotReady,
+    VersionNotFound,
+)
 from mlserve.monitoring.metrics import ServingMetrics
-from mlserve.registry import ModelVersion, RegistryStore
-from mlserve.runtimes import Runtime, load_runtime
-from mlserve.serving.batching import MicroBatcher
-from mlserve.serving.cache import PredictionCache
-from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.tabular import TabularSchema
+from mlserve.registry import RegistryStore
+from mlserve.serving.served import ModelSource, ServedVersion, VersionLoader
 from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, read_manifest
 
 log = logging.getLogger(__name__)
 
-State = Literal["loading", "ready", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """A resolved model version to serve: from the registry or from a self-describing folder."""
-
-    name: str
-    version: str
-    folder: Path | None = None
-    registered: ModelVersion | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.version}" if self.folder is None else str(self.folder)
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 @dataclass(slots=True)
-class LoadedModel:
-    """One served version: its runtime once loaded, or why it is not ready."""
+class VersionStatus:
+    """What became of one version the server was asked to serve."""
 
     name: str
     version: str
-    source: ModelSource
-    state: State = "loading"
+    state: State
     reason: str | None = None
-    runtime: Runtime | None = None
-    schema: TabularSchema | None = None
-    framework: str = ""
     load_s: float | None = None
-    class_labels: list[str] = field(default_factory=list)
-    batcher: MicroBatcher | None = None
-    cache: PredictionCache | None = None
+    framework: str = ""
 
     @property
     def is_ready(self) -> bool:
@@ -64,169 +57,346 @@ class LoadedModel:
 
 
 class ModelManager:
-    """Loads configured models in the background and answers lookups from memory.
-
-    Lookups never touch the registry; loading reads it in a worker thread.
-    """
+    """Serves versions and answers lookups from memory; reads the registry only to follow it,
+    in worker threads."""
 
     def __init__(
         self,
-        sources: list[ModelSource],
+        refs: list[ModelRef],
         *,
+        sources: list[ModelSource] | None = None,
         store: RegistryStore | None,
-        executor: InferenceExecutor,
+        loader: VersionLoader,
         metrics: ServingMetrics,
-        input_policy: Callable[[str], InputPolicy],
-        safe_loading: bool,
-        prepare: Callable[[LoadedModel], None] = lambda _model: None,
     ) -> None:
-        self._sources = sources
-        self._prepare = prepare
+        """``refs`` are followed in the registry (a version number pins; an alias or a bare
+        name follows); ``sources`` are fixed versions (a model folder, no registry)."""
+        self._refs = refs
+        self._fixed = list(sources or [])
         self._store = store
-        self._executor = executor
+        self._loader = loader
         self._metrics = metrics
-        self._input_policy = input_policy
-        self._safe = safe_loading
-        self._models: dict[str, dict[str, LoadedModel]] = {}
+        self._served: dict[str, dict[str, ServedVersion]] = {}
         self._default: dict[str, str] = {}
-        for source in sources:
-            self._models.setdefault(source.name, {})[source.version] = LoadedModel(
-                source.name, source.version, source
-            )
-        for name, versions in self._models.items():
-            # The newest version answers requests that name no version.
-            self._default[name] = max(versions, key=lambda v: (len(v), v))
+        self._status: dict[str, dict[str, VersionStatus]] = {}
+        self._failed_sha: dict[tuple[str, str], str | None] = {}
+        self._configured = sorted({r.name for r in refs} | {s.name for s in self._fixed})
+        self._ready = False
+        self._sync_lock: asyncio.Lock | None = None
+
+    # -- lookups (the request path: memory only) -------------------------------------------------
 
     @property
     def is_ready(self) -> bool:
-        """True when every configured model is loaded and warmed."""
-        return all(m.is_ready for m in self.all()) and bool(self._models)
+        """True once every configured model's first load succeeded (later loads never change it)."""
+        return self._ready
 
     def knows(self, name: str) -> bool:
-        """True when ``name`` is a configured model (ready or not)."""
-        return name in self._models
+        """True when ``name`` is a model this server serves or was asked to (for metric labels)."""
+        return name in self._status
 
-    def all(self) -> list[LoadedModel]:
-        """Every served (or failed) model version."""
-        return [m for versions in self._models.values() for m in versions.values()]
+    def get(self, name: str, version: str | None = None) -> ServedVersion:
+        """The ready version to answer with; raises ModelNotFound, VersionNotFound or NotReady."""
+        versions = self._served.get(name)
+        if versions is not None:
+            served = versions.get(version or self._default.get(name, ""))
+            if served is not None:
+                return served
+        status = self.lookup(name, version)
+        reason = f": {status.reason}" if status.reason else ""
+        raise NotReady(f"model {name!r} is {status.state} (version {status.version}){reason}")
 
-    def get(self, name: str, version: str | None = None) -> LoadedModel:
-        """The model to answer with; raises ModelNotFound, VersionNotFound or NotReady."""
-        model = self.lookup(name, version)
-        if not model.is_ready:
-            reason = f": {model.reason}" if model.reason else ""
-            raise NotReady(f"model {name!r} is {model.state}{reason}")
-        return model
-
-    def lookup(self, name: str, version: str | None = None) -> LoadedModel:
-        """Like :meth:`get` but returns models that are not ready too (for metadata)."""
-        versions = self._models.get(name)
-        if versions is None:
+    def lookup(self, name: str, version: str | None = None) -> VersionStatus:
+        """The status of a version (the default one when ``version`` is None), ready or not;
+        raises ModelNotFound or VersionNotFound."""
+        statuses = self._status.get(name)
+        if statuses is None:
             raise ModelNotFound(name)
-        model = versions.get(version or self._default[name])
-        if model is None:
-            raise VersionNotFound(name, version or "")
-        return model
+        key = version or self._default.get(name)
+        if key is None or key not in statuses:
+            if version is None:  # configured, first load still under way or failed
+                return next(iter(statuses.values()))
+            raise VersionNotFound(name, version)
+        if statuses[key].state == "unloaded":  # served once: now as unserved as any other
+            raise VersionNotFound(name, key)
+        return statuses[key]
+
+    def served(self) -> list[ServedVersion]:
+        """Every ready version."""
+        return [v for versions in self._served.values() for v in versions.values()]
+
+    def statuses(self, *, unloaded: bool = False) -> list[VersionStatus]:
+        """Every version this server serves, loads or failed to load (and, with ``unloaded``,
+        retired), by model."""
+        return [
+            s
+            for name in sorted(self._status)
+            for s in _ordered(self._status[name].values())
+            if unloaded or s.state != "unloaded"
+        ]
+
+    def default_version(self, name: str) -> str | None:
+        """The version a request naming only ``name`` gets."""
+        return self._default.get(name)
 
     def versions(self, name: str) -> list[str]:
         """Served versions of a model, oldest first; raises ModelNotFound."""
-        if name not in self._models:
+        if name not in self._status:
             raise ModelNotFound(name)
-        return sorted(self._models[name], key=lambda v: (len(v), v))
+        return sorted(self._served.get(name, {}), key=_version_key)
 
-    async def close(self) -> None:
-        """Stop every model's micro-batcher."""
-        for model in self.all():
-            if model.batcher is not None:
-                await model.batcher.close()
+    async def explain_missing(self, name: str, version: str | None) -> NotFound:
+        """The 404 for a model or version this server does not serve, saying whether the
+        registry has it and how to serve it (the registry is read in a worker thread)."""
+        if self._store is None:
+            return (
+                ModelNotFound(name)
+                if name not in self._status
+                else VersionNotFound(name, version or "")
+            )
+        ref = ModelRef(name, int(version)) if version and version.isdigit() else ModelRef(name)
+        try:
+            await asyncio.to_thread(self._store.resolve, ref)
+        except NotFound as missing:
+            return missing
+        except MlserveError:
+            return ModelNotFound(name)
+        label = f"{name}:{version}" if version else name
+        return NotFound(
+            f"{label} is registered but this server does not serve it: point an alias this "
+            f"server follows at it (mlserve alias set {name} production {version or 'VERSION'}), "
+            f"or start a server with mlserve serve {label}"
+        )
+
+    # -- loading and following ----------------------------------------------------------------
 
     async def load_all(self) -> None:
-        """Load every source concurrently; failures are recorded, never raised.
-
-        Afterwards the objects that exist (libraries, models) are moved out of the garbage
-        collector's reach: they live as long as the process, and scanning them in every full
-        collection stalled requests for tens of milliseconds.
-        """
-        await asyncio.gather(*(self._load(source) for source in self._sources))
+        """The first load: every configured model, concurrently; failures are recorded. Then
+        the objects that exist (libraries, models) leave the garbage collector's reach: they
+        live as long as the process, and scanning them in every full collection stalled
+        requests for tens of milliseconds."""
+        for name in self._configured:
+            self._status.setdefault(name, {})
+        await asyncio.gather(
+            *(self._install(source, default=False) for source in self._fixed),
+            self.sync(initial=True),
+        )
+        for name in {s.name for s in self._fixed}:  # a folder's newest version answers
+            served = sorted(self._served.get(name, {}), key=_version_key)
+            if served:
+                self._default[name] = served[-1]
+        self._ready = all(
+            name in self._served and self._default.get(name) for name in self._configured
+        )
         gc.collect()
         gc.freeze()
 
-    async def _load(self, source: ModelSource) -> None:
-        model = self._models[source.name][source.version]
-        started = time.perf_counter()
+    async def sync(self, *, initial: bool = False) -> None:
+        """Follow the registry: load what the followed references point at now, switch names to
+        it, retire what nothing points at any more. Never raises; one sync at a time."""
+        if self._store is None or not self._refs:
+            return
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            try:
+                wanted = await asyncio.to_thread(self._resolve_all)
+            except Exception:  # a registry that is down: keep serving what we have
+                log.warning("registry unreachable; serving what is loaded", exc_info=True)
+                return
+            await asyncio.gather(
+                *(self._follow(name, sources, initial) for name, sources in wanted.items())
+            )
+
+    def _resolve_all(self) -> dict[str, list[ModelSource | MlserveError]]:
+        """What each followed reference points at now, by model (blocking: a worker thread).
+        A model's references that follow (an alias, a bare name) come before pinned versions,
+        which come newest first: the first one is what the model's name answers with."""
+        assert self._store is not None
+        wanted: dict[str, list[tuple[tuple[int, int], ModelSource | MlserveError]]] = {}
+        for position, ref in enumerate(self._refs):
+            order = (1, -ref.version) if ref.version is not None else (0, position)
+            try:
+                version = self._store.resolve(ref)
+            except (ModelNotFound, VersionNotFound, AliasNotFound) as exc:
+                wanted.setdefault(ref.name, []).append((order, exc))
+                continue
+            source = ModelSource(version.name, str(version.version), registered=version)
+            wanted.setdefault(ref.name, []).append((order, source))
+        return {
+            name: [target for _, target in sorted(targets, key=lambda t: t[0])]
+            for name, targets in wanted.items()
+        }
+
+    async def _follow(
+        self, name: str, targets: list[ModelSource | MlserveError], initial: bool
+    ) -> None:
+        """Serve every version ``name``'s references point at, switch its default to the first
+        one's, and retire versions no reference points at any more."""
+        sources = [t for t in targets if isinstance(t, ModelSource)]
+        if not sources:
+            if initial:
+                self._record(name, "?", "failed", str(targets[0]))
+            return
+        await asyncio.gather(*(self._ensure(source, initial) for source in sources))
+        first = sources[0].version
+        if first in self._served.get(name, {}) and self._default.get(name) != first:
+            previous = self._default.get(name)
+            self._default[name] = first  # the switch: one assignment, between two requests
+            if previous is not None:
+                log.info(
+                    "model switched",
+                    extra={"model": name, "version": first, "from_version": previous},
+                )
+        if not self._default.get(name) and not initial:
+            return
+        keep = {s.version for s in sources if s.version in self._served.get(name, {})}
+        keep.add(self._default.get(name, ""))
+        for version in list(self._served.get(name, {})):
+            if version not in keep:
+                await self._retire(name, version)
+
+    async def _ensure(self, source: ModelSource, initial: bool) -> None:
+        """Load ``source`` unless it is served, or failed with these very files."""
+        name, version = source.name, source.version
+        if version in self._served.get(name, {}):
+            return
+        sha = source.registered.sha256 if source.registered else None
+        failed = self._failed_sha.get((name, version), "none")
+        if failed == sha:
+            return  # broken as it was: retried when the alias moves or on an explicit load
+        await self._install(source, default=initial and name not in self._default)
+
+    async def _install(self, source: ModelSource, *, default: bool) -> ServedVersion | None:
+        """Load one version beside what is served; None (with its failure recorded) if it
+        cannot serve."""
+        name, version = source.name, source.version
+        self._record(name, version, "loading")
         try:
-            folder, sha = await asyncio.to_thread(self._locate, source)
-            runtime = await asyncio.to_thread(
-                load_runtime, folder, expected_sha256=sha, safe=self._safe
-            )
-            manifest = read_manifest(folder)
-            checker = await asyncio.to_thread(
-                build_checker,
-                runtime,
-                manifest.reference_profile,
-                self._input_policy(source.name),
-            )
-            model.runtime = runtime
-            model.framework = manifest.framework
-            model.schema = TabularSchema(checker)
-            model.class_labels = [str(c) for c in runtime.classes]
-            await self._warm(model, manifest.reference_profile)
-            self._prepare(model)  # batcher and cache, per the model's options
+            served = await self._loader.load(source)
         except MlserveError as exc:
-            self._fail(model, str(exc))
-            return
+            self._fail(source, str(exc))
+            return None
         except Exception as exc:  # a broken artifact must not take the server down
-            log.exception("model load crashed", extra={"model": source.name})
-            self._fail(model, f"{type(exc).__name__}: {exc}")
-            return
-        model.load_s = time.perf_counter() - started
-        model.state = "ready"
-        self._metrics.load_seconds.labels(model.name, model.version).set(model.load_s)
-        self._metrics.model_ready.labels(model.name, model.version).set(1)
+            log.exception("model load crashed", extra={"model": name, "version": version})
+            self._fail(source, f"{type(exc).__name__}: {exc}")
+            return None
+        self._failed_sha.pop((name, version), None)
+        self._served.setdefault(name, {})[version] = served
+        if default or name not in self._default:
+            self._default[name] = version
+        self._record(name, version, "ready", load_s=served.load_s, framework=served.framework)
+        self._metrics.load_seconds.labels(name, version).set(served.load_s)
+        self._metrics.model_ready.labels(name, version).set(1)
+        self._metrics.reloads.labels(name, "loaded").inc()
         log.info(
             "model loaded",
-            extra={"model": model.name, "version": model.version, "load_s": round(model.load_s, 3)},
+            extra={"model": name, "version": version, "load_s": round(served.load_s, 3)},
         )
+        return served
 
-    def _fail(self, model: LoadedModel, reason: str) -> None:
-        model.state, model.reason = "failed", reason
-        self._metrics.model_ready.labels(model.name, model.version).set(0)
+    async def load(self, name: str, version: str) -> VersionStatus:
+        """Serve one registered version beside the others (the repository API's load); a
+        failure keeps what is served. Raises NotFound when the registry has no such version."""
+        if version in self._served.get(name, {}):
+            return self._status[name][version]
+        if self._store is None:
+            raise NotFound("this server serves a model folder; it loads nothing else")
+        registered = await asyncio.to_thread(self._store.resolve, ModelRef(name, int(version)))
+        self._status.setdefault(name, {})
+        await self._install(ModelSource(name, version, registered=registered), default=False)
+        return self._status[name][version]
+
+    async def unload(self, name: str, version: str | None = None) -> list[VersionStatus]:
+        """Stop serving a version (every version of ``name`` when None); raises ModelNotFound."""
+        if name not in self._status:
+            raise ModelNotFound(name)
+        versions = [version] if version else list(self._served.get(name, {}))
+        for each in versions:
+            if each not in self._served.get(name, {}):
+                raise VersionNotFound(name, each)
+        for each in versions:
+            await self._retire(name, each)
+        return [self._status[name][v] for v in versions]
+
+    async def _retire(self, name: str, version: str) -> None:
+        """Stop handing ``version`` out, let it answer what it took, and drop it."""
+        served = self._served.get(name, {}).pop(version, None)
+        if served is None:
+            return
+        if self._default.get(name) == version:
+            remaining = sorted(self._served.get(name, {}), key=_version_key)
+            if remaining:
+                self._default[name] = remaining[-1]
+            else:
+                self._default.pop(name, None)
+        await served.retire()
+        self._record(name, version, "unloaded")
+        self._metrics.model_ready.labels(name, version).set(0)
+        log.info("model unloaded", extra={"model": name, "version": version})
+
+    def _fail(self, source: ModelSource, reason: str) -> None:
+        name, version = source.name, source.version
+        self._failed_sha[(name, version)] = source.registered.sha256 if source.registered else None
+        self._record(name, version, "failed", reason)
+        self._metrics.model_ready.labels(name, version).set(0)
+        self._metrics.reloads.labels(name, "failed").inc()
         log.error(
-            "model failed to load",
-            extra={"model": model.name, "version": model.version, "reason": reason},
+            "model failed to load", extra={"model": name, "version": version, "reason": reason}
         )
 
-    def _locate(self, source: ModelSource) -> tuple[Path, str | None]:
-        """A local folder and the sha256 the registry recorded (None for plain folders)."""
-        if source.folder is not None:
-            return source.folder, None
-        assert source.registered is not None
-        assert self._store is not None
-        return self._store.local_folder(source.registered), source.registered.sha256
+    def _record(
+        self,
+        name: str,
+        version: str,
+        state: State,
+        reason: str | None = None,
+        *,
+        load_s: float | None = None,
+        framework: str = "",
+    ) -> None:
+        statuses = self._status.setdefault(name, {})
+        previous = statuses.get(version)
+        statuses[version] = VersionStatus(
+            name,
+            version,
+            state,
+            reason,
+            load_s if load_s is not None else (previous.load_s if previous else None),
+            framework or (previous.framework if previous else ""),
+        )
+        if version != "?":
+            statuses.pop("?", None)
 
-    async def _warm(self, model: LoadedModel, profile: dict[str, Any] | None) -> None:
-        """Run one prediction before taking traffic, so the first request is not the slow one."""
-        assert model.runtime is not None
-        batch = reference_batch(model.runtime.signature, profile)
-        await self._executor.run(model.runtime.predict, batch)
-        if model.runtime.has_proba:
-            await self._executor.run(model.runtime.predict_proba, batch)
+    async def close(self) -> None:
+        """Stop every version's batcher (the server has drained its requests first)."""
+        for served in self.served():
+            await served.batcher.close()
 
 
-def resolve_sources(store: RegistryStore, refs: list[str]) -> list[ModelSource]:
-    """Registry sources for references; with none, every model's ``production`` alias.
+def _version_key(version: str) -> tuple[int, str]:
+    return (len(version), version)
+
+
+def _ordered(statuses: Iterable[VersionStatus]) -> list[VersionStatus]:
+    return sorted(statuses, key=lambda s: _version_key(s.version))
+
+
+def resolve_refs(store: RegistryStore, refs: list[str]) -> list[ModelRef]:
+    """The references to follow; with none, every model's ``production`` alias.
 
     Raises NotFound for an unknown model, version or alias: a typo should stop the start-up.
     """
     if refs:
-        versions = [store.resolve(ModelRef.parse(ref)) for ref in refs]
-    else:
-        versions = [
-            store.resolve(ModelRef(info.name, alias=DEFAULT_ALIAS))
-            for info in store.list_models()
-            if DEFAULT_ALIAS in info.aliases
-        ]
-    return [ModelSource(v.name, str(v.version), registered=v) for v in versions]
+        parsed = [ModelRef.parse(ref) for ref in refs]
+        for ref in parsed:
+            store.resolve(ref)
+        return parsed
+    return [
+        ModelRef(info.name, alias=DEFAULT_ALIAS)
+        for info in store.list_models()
+        if DEFAULT_ALIAS in info.aliases
+    ]
 
 
 def discover_model_dir(root: Path) -> list[ModelSource]:

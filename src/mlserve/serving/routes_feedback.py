@@ -39,7 +39,7 @@ async def feedback(request: Request, model_name: str) -> Response:
     response carries) and row; ids that match no logged prediction come back in `unknown`.
     Online accuracy and F1 (classifiers) or MAE (regressors) are recomputed at once."""
     state = server_state(request)
-    versions = [m for m in state.models.all() if m.name == model_name]
+    versions = [m for m in state.models.served() if m.name == model_name]
     if not versions:
         state.models.lookup(model_name)  # raises ModelNotFound
     if state.online is None:
@@ -59,16 +59,12 @@ async def monitoring(request: Request, model_name: str) -> Response:
     """Per served (or labelled) version: labelled rows in the feedback window and their accuracy
     and macro F1 (classifiers) or MAE (regressors); and the prediction log's state."""
     state = server_state(request)
-    served = [m for m in state.models.all() if m.name == model_name]
+    served = [m for m in state.models.served() if m.name == model_name]
     if not served:
         state.models.lookup(model_name)  # raises ModelNotFound
     log_state: dict[str, Any] = {"enabled": state.online is not None}
     if state.online is None:
-        scores = {
-            m.version: OnlineMetrics(labelled_rows=0, task=task_of(m))
-            for m in served
-            if m.runtime is not None
-        }
+        scores = {m.version: OnlineMetrics(labelled_rows=0, task=task_of(m)) for m in served}
         window_s = None
     else:
         scores = await state.online.refresh(model_name)

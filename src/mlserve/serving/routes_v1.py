@@ -11,17 +11,18 @@ from starlette.responses import Response
 from mlserve.errors import InvalidInput
 from mlserve.inputs import CheckedRows, read_csv_text
 from mlserve.serving.body import read_body
-from mlserve.serving.cache import respond
+from mlserve.serving.cache import Answer, respond
 from mlserve.serving.docs import (
     InvocationsResponseDoc,
     PredictRequestDoc,
     PredictResponseDoc,
 )
 from mlserve.serving.inference import PREDICT, PREDICT_PROBA
-from mlserve.serving.models import LoadedModel
+from mlserve.serving.models import VersionStatus
 from mlserve.serving.protocol import may_hold_booleans, parse_json
 from mlserve.serving.routes_v2 import json_response
-from mlserve.serving.state import ServerState, server_state, serving_model
+from mlserve.serving.served import ServedVersion
+from mlserve.serving.state import server_state, serving_model, version_of
 
 router = APIRouter()
 
@@ -34,17 +35,17 @@ def _body_doc(model: type[Any]) -> dict[str, Any]:
 @router.get("/v1/models", tags=["Simple JSON API"], summary="List served models")
 async def list_models(request: Request) -> Response:
     """Every served model version with its state (and why it is not ready)."""
-    models = [_describe(m) for m in server_state(request).models.all()]
+    models = [_describe(s) for s in server_state(request).models.statuses()]
     return json_response({"models": models})
 
 
 @router.get("/v1/models/{model_name}", tags=["Simple JSON API"], summary="Describe a model")
 async def describe_model(request: Request, model_name: str) -> Response:
     """State, version and signature of a served model."""
-    model = server_state(request).models.lookup(model_name)
-    described = _describe(model)
-    if model.runtime is not None:
-        described["signature"] = model.runtime.signature.to_dict()
+    status, served = await version_of(request, model_name, None)
+    described = _describe(status)
+    if served is not None:
+        described["signature"] = served.runtime.signature.to_dict()
     return json_response(described)
 
 
@@ -75,13 +76,12 @@ async def predict_version(request: Request, model_name: str, model_version: str)
 async def run_predict(request: Request, model_name: str, version: str | None) -> Response:
     """Predict rows given as lists or records, with probabilities on request."""
     state = server_state(request)
-    model = serving_model(request, model_name, version)
+    served = await serving_model(request, model_name, version)
     body = await read_body(request, state.max_request_bytes)
-    return await respond(model.cache, body, ("v1",), lambda: _predict(state, model, body))
+    return await respond(served.cache, body, ("v1",), lambda: _predict(served, body))
 
 
-async def _predict(state: ServerState, model: LoadedModel, raw: bytes) -> Response:
-    assert model.schema is not None
+async def _predict(served: ServedVersion, raw: bytes) -> Answer:
     payload = parse_json(raw)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": [...]')
@@ -89,18 +89,21 @@ async def _predict(state: ServerState, model: LoadedModel, raw: bytes) -> Respon
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
     want_proba = bool(payload.get("probabilities") or parameters.get("probabilities"))
-    if want_proba and not (model.runtime and model.runtime.has_proba):
-        raise InvalidInput(f"model {model.name!r} does not give probabilities")
-    checked = model.schema.from_rows(payload["instances"], may_hold_booleans=may_hold_booleans(raw))
+    if want_proba and not served.runtime.has_proba:
+        raise InvalidInput(f"model {served.name!r} does not give probabilities")
+    checked = served.schema.from_rows(
+        payload["instances"], may_hold_booleans=may_hold_booleans(raw)
+    )
     outputs = [PREDICT, PREDICT_PROBA] if want_proba else [PREDICT]
-    results = await state.predictor.predict(model, checked, outputs)
+    prediction = await served.predict(checked, outputs)
+    results = prediction.outputs
     body: dict[str, Any] = {"predictions": _plain(results[PREDICT])}
     if want_proba:
         body["probabilities"] = results[PREDICT_PROBA]
-        body["classes"] = model.runtime.classes if model.runtime else []
-    body["model_name"] = model.name
-    body["model_version"] = model.version
-    return json_response(body)
+        body["classes"] = served.runtime.classes
+    body["model_name"] = served.name
+    body["model_version"] = served.version
+    return json_response(body), prediction.logged
 
 
 @router.get("/ping", tags=["MLflow scoring API"], summary="SageMaker-style health")
@@ -141,42 +144,38 @@ async def invocations(request: Request) -> Response:
     state = server_state(request)
     name = request.query_params.get("model") or request.headers.get("x-model-name")
     if name is None:
-        names = sorted({m.name for m in state.models.all()})
+        names = sorted({s.name for s in state.models.statuses()})
         if len(names) != 1:
             raise InvalidInput(
                 f"several models are served ({', '.join(names)}); name one with ?model=NAME"
             )
         name = names[0]
-    model = serving_model(request, name)
+    served = await serving_model(request, name)
     body = await read_body(request, state.max_request_bytes)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     return await respond(
-        model.cache,
+        served.cache,
         body,
         ("mlflow", content_type),
-        lambda: _invocations(state, model, body, content_type),
+        lambda: _invocations(served, body, content_type),
     )
 
 
-async def _invocations(
-    state: ServerState, model: LoadedModel, body: bytes, content_type: str
-) -> Response:
-    assert model.schema is not None
+async def _invocations(served: ServedVersion, body: bytes, content_type: str) -> Answer:
     if content_type == "text/csv":
-        checked = model.schema.from_table(read_csv_text(body))
+        checked = served.schema.from_table(read_csv_text(body))
     elif content_type in ("application/json", ""):
-        checked = _mlflow_rows(model, parse_json(body), may_hold_booleans(body))
+        checked = _mlflow_rows(served, parse_json(body), may_hold_booleans(body))
     else:
         raise InvalidInput(
             f"unsupported content type {content_type!r}; use application/json or text/csv"
         )
-    results = await state.predictor.predict(model, checked, [PREDICT])
-    return json_response({"predictions": _plain(results[PREDICT])})
+    prediction = await served.predict(checked, [PREDICT])
+    return json_response({"predictions": _plain(prediction.outputs[PREDICT])}), prediction.logged
 
 
-def _mlflow_rows(model: LoadedModel, payload: Any, booleans: bool) -> CheckedRows:
+def _mlflow_rows(model: ServedVersion, payload: Any, booleans: bool) -> CheckedRows:
     """Rows from one of MLflow's four JSON input formats."""
-    assert model.schema is not None
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object")
     keys = [
@@ -207,16 +206,16 @@ def _plain(values: np.ndarray) -> Any:
     return values
 
 
-def _describe(model: LoadedModel) -> dict[str, Any]:
+def _describe(status: VersionStatus) -> dict[str, Any]:
     described: dict[str, Any] = {
-        "name": model.name,
-        "version": model.version,
-        "state": model.state,
-        "ready": model.is_ready,
-        "framework": model.framework,
+        "name": status.name,
+        "version": status.version,
+        "state": status.state,
+        "ready": status.is_ready,
+        "framework": status.framework,
     }
-    if model.reason:
-        described["reason"] = model.reason
-    if model.load_s is not None:
-        described["load_s"] = round(model.load_s, 3)
+    if status.reason:
+        described["reason"] = status.reason
+    if status.load_s is not None:
+        described["load_s"] = round(status.load_s, 3)
     return described

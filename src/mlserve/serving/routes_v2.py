@@ -12,12 +12,12 @@ from starlette.responses import Response
 from mlserve import __version__
 from mlserve.errors import InvalidInput, NotReady
 from mlserve.serving.body import read_body
-from mlserve.serving.cache import respond
+from mlserve.serving.cache import Answer, respond
 from mlserve.serving.docs import InferResponseDoc, ModelMetadataDoc
-from mlserve.serving.inference import PREDICT, PREDICT_PROBA, available_outputs, check_outputs
-from mlserve.serving.models import LoadedModel
+from mlserve.serving.inference import PREDICT, PREDICT_PROBA
 from mlserve.serving.protocol import HEADER_LENGTH, datatype_of, decode_request, encode_response
-from mlserve.serving.state import ServerState, server_state, serving_model
+from mlserve.serving.served import ServedVersion
+from mlserve.serving.state import server_state, serving_model, version_of
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 
@@ -51,7 +51,7 @@ async def ready(request: Request) -> Response:
     state = server_state(request)
     if state.is_ready:
         return json_response({"ready": True})
-    pending = [f"{m.name}:{m.version} {m.state}" for m in state.models.all() if not m.is_ready]
+    pending = [f"{s.name}:{s.version} {s.state}" for s in state.models.statuses() if not s.is_ready]
     reason = "shutting down" if state.draining else "; ".join(pending) or "no models"
     return json_response({"ready": False, "error": f"not ready: {reason}"}, 503)
 
@@ -59,7 +59,7 @@ async def ready(request: Request) -> Response:
 @router.get("/v2/models/{model_name}", response_model=ModelMetadataDoc, summary="Model metadata")
 async def model_metadata(request: Request, model_name: str) -> Response:
     """Inputs, outputs, versions and state of a model (failed models say why)."""
-    return json_response(_metadata(request, model_name, None))
+    return json_response(await _metadata(request, model_name, None))
 
 
 @router.get(
@@ -69,19 +69,19 @@ async def model_metadata(request: Request, model_name: str) -> Response:
 )
 async def model_version_metadata(request: Request, model_name: str, model_version: str) -> Response:
     """Metadata of one served version."""
-    return json_response(_metadata(request, model_name, model_version))
+    return json_response(await _metadata(request, model_name, model_version))
 
 
 @router.get("/v2/models/{model_name}/ready", summary="Model readiness")
 async def model_ready(request: Request, model_name: str) -> Response:
     """200 when the model is loaded and warmed, 503 with the reason otherwise."""
-    return _ready(request, model_name, None)
+    return await _ready(request, model_name, None)
 
 
 @router.get("/v2/models/{model_name}/versions/{model_version}/ready", summary="Version readiness")
 async def model_version_ready(request: Request, model_name: str, model_version: str) -> Response:
     """Readiness of one served version."""
-    return _ready(request, model_name, model_version)
+    return await _ready(request, model_name, model_version)
 
 
 INFER_DOC: dict[str, Any] = {
@@ -119,43 +119,41 @@ async def infer_version(request: Request, model_name: str, model_version: str) -
 async def run_infer(request: Request, model_name: str, version: str | None) -> Response:
     """Decode an OIP request, predict, encode the response (JSON or binary)."""
     state = server_state(request)
-    model = serving_model(request, model_name, version)
-    assert model.schema is not None
+    served = await serving_model(request, model_name, version)
     body = await read_body(request, state.max_request_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is not None and not header_length.isdigit():
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes")
     qualifiers = ("v2", header_length)
     return await respond(
-        model.cache, body, qualifiers, lambda: _infer(state, model, body, header_length)
+        served.cache, body, qualifiers, lambda: _infer(served, body, header_length)
     )
 
 
-async def _infer(
-    state: ServerState, model: LoadedModel, body: bytes, header_length: str | None
-) -> Response:
-    assert model.schema is not None
+async def _infer(served: ServedVersion, body: bytes, header_length: str | None) -> Answer:
     decoded = decode_request(body, int(header_length) if header_length else None)
-    outputs = check_outputs(model, [o.name for o in decoded.outputs])
-    checked = model.schema.from_tensors(decoded.inputs)
-    results = await state.predictor.predict(model, checked, outputs)
+    outputs = served.check_outputs([o.name for o in decoded.outputs])
+    checked = served.schema.from_tensors(decoded.inputs)
+    prediction = await served.predict(checked, outputs)
+    results = prediction.outputs
     binary_default = decoded.binary_output
     flags = {o.name: o.binary for o in decoded.outputs}
-    named = [(name, _tensor(name, results[name], model)) for name in outputs]
+    named = [(name, _tensor(results[name])) for name in outputs]
     binary = [
         flags.get(name) if flags.get(name) is not None else binary_default for name in outputs
     ]
     encoded = encode_response(
-        model.name,
-        model.version,
+        served.name,
+        served.version,
         named,
         [bool(b) for b in binary],
         request_id=decoded.id,
     )
-    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+    response = Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+    return response, prediction.logged
 
 
-def _tensor(name: str, values: np.ndarray, model: LoadedModel) -> np.ndarray:
+def _tensor(values: np.ndarray) -> np.ndarray:
     """Predictions as a tensor the protocol can carry (labels of objects become strings)."""
     if values.dtype.kind == "O":
         return np.asarray([str(v) for v in values], dtype=object)
@@ -164,33 +162,33 @@ def _tensor(name: str, values: np.ndarray, model: LoadedModel) -> np.ndarray:
     return values
 
 
-def _ready(request: Request, name: str, version: str | None) -> Response:
-    model = server_state(request).models.lookup(name, version)
-    if model.is_ready:
-        return json_response({"name": model.name, "version": model.version, "ready": True})
+async def _ready(request: Request, name: str, version: str | None) -> Response:
+    status, _served = await version_of(request, name, version)
+    if status.is_ready:
+        return json_response({"name": status.name, "version": status.version, "ready": True})
     error = NotReady(
-        f"model {name!r} is {model.state}" + (f": {model.reason}" if model.reason else "")
+        f"model {name!r} is {status.state}" + (f": {status.reason}" if status.reason else "")
     )
-    body = {"name": model.name, "version": model.version, "ready": False, "error": str(error)}
+    body = {"name": status.name, "version": status.version, "ready": False, "error": str(error)}
     return json_response(body, 503)
 
 
-def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
+async def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
     state = server_state(request)
-    model = state.models.lookup(name, version)
+    status, served = await version_of(request, name, version)
     meta: dict[str, Any] = {
-        "name": model.name,
+        "name": status.name,
         "versions": state.models.versions(name),
-        "platform": model.framework or "unknown",
+        "platform": status.framework or "unknown",
         "inputs": [],
         "outputs": [],
-        "parameters": {"state": model.state, "version": model.version},
+        "parameters": {"state": status.state, "version": status.version},
     }
-    if model.reason:
-        meta["parameters"]["reason"] = model.reason
-    if model.runtime is None or model.schema is None:
+    if status.reason:
+        meta["parameters"]["reason"] = status.reason
+    if served is None:
         return meta
-    signature = model.runtime.signature
+    signature = served.runtime.signature
     features = [
         {
             "name": f.name,
@@ -198,15 +196,15 @@ def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any
             "shape": [-1],
             "parameters": {
                 "kind": f.kind,
-                "missing_accepted": model.schema.checker.takes_missing(f.name),
+                "missing_accepted": served.schema.checker.takes_missing(f.name),
                 **({"categories": list(f.categories)} if f.categories else {}),
             },
         }
         for f in signature.inputs
     ]
-    if model.schema.all_numeric:
+    if served.schema.all_numeric:
         meta["inputs"] = [
-            {"name": model.schema.input_name, "datatype": "FP64", "shape": [-1, len(features)]}
+            {"name": served.schema.input_name, "datatype": "FP64", "shape": [-1, len(features)]}
         ]
         meta["parameters"]["input_layout"] = (
             "one 2-D tensor [rows, features], or one 1-D tensor per feature"
@@ -218,20 +216,19 @@ def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any
         )
     meta["parameters"]["features"] = features
     meta["parameters"]["task"] = signature.task
-    outputs = [{"name": PREDICT, "datatype": _predict_datatype(model), "shape": [-1]}]
-    if PREDICT_PROBA in available_outputs(model):
+    outputs = [{"name": PREDICT, "datatype": _predict_datatype(served), "shape": [-1]}]
+    if PREDICT_PROBA in served.outputs:
         outputs.append(
-            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(model.class_labels)]}
+            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(served.class_labels)]}
         )
-        meta["parameters"]["classes"] = model.class_labels
+        meta["parameters"]["classes"] = served.class_labels
     meta["outputs"] = outputs
     return meta
 
 
-def _predict_datatype(model: LoadedModel) -> str:
+def _predict_datatype(served: ServedVersion) -> str:
     """What ``predict`` returns: class labels' type for classifiers, FP64 for regressors."""
-    assert model.runtime is not None
-    classes = model.runtime.classes
+    classes = served.runtime.classes
     if not classes:
         return "FP64"
-    return datatype_of(np.asarray(_tensor(PREDICT, np.asarray(classes), model)))
+    return datatype_of(np.asarray(_tensor(np.asarray(classes))))

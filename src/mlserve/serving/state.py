@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from mlserve.errors import NotReady
+from mlserve.errors import NotFound, NotReady
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog import PredictionLogWriter
 from mlserve.serving.drift_monitor import DriftMonitor
 from mlserve.serving.feedback import OnlineScores
-from mlserve.serving.inference import Predictor
 from mlserve.serving.middleware import request_info
-from mlserve.serving.models import LoadedModel, ModelManager
+from mlserve.serving.models import ModelManager, VersionStatus
+from mlserve.serving.served import ServedVersion
 
 
 @dataclass(slots=True)
@@ -21,7 +21,6 @@ class ServerState:
     """Built once in create_app; ``draining`` turns true on SIGTERM."""
 
     models: ModelManager
-    predictor: Predictor
     max_request_bytes: int
     monitoring: MonitoringMetrics
     prediction_log: PredictionLogWriter | None = None
@@ -46,14 +45,35 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
-def serving_model(request: Request, name: str, version: str | None = None) -> LoadedModel:
-    """The ready model for a request, recorded for metrics and the X-Model-Version header."""
+async def serving_model(request: Request, name: str, version: str | None = None) -> ServedVersion:
+    """The ready version for a request, recorded for metrics and the X-Model-Version header.
+
+    Raises NotFound saying whether the registry has what the request names (and how to serve
+    it), NotReady while it loads or the server drains.
+    """
     state = server_state(request)
     info = request_info(request.scope)
     if state.models.knows(name):  # unknown names stay out of metric labels: no cardinality bombs
         info.model = name
     if state.draining:
         raise NotReady("the server is shutting down")
-    model = state.models.get(name, version)
-    info.version = model.version
-    return model
+    try:
+        served = state.models.get(name, version)
+    except NotFound:
+        raise await state.models.explain_missing(name, version) from None
+    info.version = served.version
+    return served
+
+
+async def version_of(
+    request: Request, name: str, version: str | None
+) -> tuple[VersionStatus, ServedVersion | None]:
+    """A version's status, and the version itself when it is ready (for metadata and
+    readiness); raises NotFound saying whether the registry has it."""
+    models = server_state(request).models
+    try:
+        status = models.lookup(name, version)
+    except NotFound:
+        raise await models.explain_missing(name, version) from None
+    served = models.get(name, status.version) if status.is_ready else None
+    return status, served

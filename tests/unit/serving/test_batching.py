@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from mlserve.errors import DeadlineExceeded, InvalidInput, Overloaded
-from mlserve.inputs import CheckedRows, InputPolicy, build_checker
+from mlserve.inputs import InputPolicy, build_checker
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.runtimes import Batch, load_runtime
 from mlserve.serving.batching import BatchingConfig, MicroBatcher, Outputs
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.inference import PREDICT, PREDICT_PROBA, Predictor, PredictTiming
-from mlserve.serving.models import LoadedModel, ModelSource
+from mlserve.serving.inference import PREDICT, PREDICT_PROBA, PredictionServices, PredictTiming
+from mlserve.serving.served import ModelSource, ServedVersion
 from mlserve.serving.tabular import TabularSchema
 
 Kind = Literal["float64", "float32", "frame"]
@@ -465,10 +465,9 @@ def test_timing_never_inlines_with_no_budget_or_huge_batches() -> None:
 
 @dataclass
 class PredictorSetup:
-    """A Predictor wired to a real iris runtime, a thread pool and fresh metrics."""
+    """A served iris version (a real runtime) with its thread pool and fresh metrics."""
 
-    model: LoadedModel
-    predictor: Predictor
+    model: ServedVersion
     executor: InferenceExecutor
     registry: CollectorRegistry
 
@@ -477,30 +476,31 @@ class PredictorSetup:
         sample = self.registry.get_sample_value(name, {"model": "iris", "version": "1", **labels})
         return sample or 0.0
 
-
-def checked(setup: PredictorSetup, rows: np.ndarray) -> CheckedRows:
-    """``rows`` through the model's input checker, as every protocol hands them over."""
-    assert setup.model.schema is not None
-    return setup.model.schema.checker.check_matrix(np.asarray(rows, dtype=np.float64))
+    async def predict(self, rows: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The version's outputs for ``rows``, checked as every protocol hands them over."""
+        checked = self.model.schema.checker.check_matrix(np.asarray(rows, dtype=np.float64))
+        return (await self.model.predict(checked, outputs)).outputs
 
 
 def predictor_setup(folder: Path, config: BatchingConfig, inline_max_ms: float) -> PredictorSetup:
     """Load ``folder`` as iris version 1, with its micro-batcher."""
     runtime = load_runtime(folder)
-    model = LoadedModel(
-        "iris",
-        "1",
-        ModelSource("iris", "1", folder=folder),
-        state="ready",
-        runtime=runtime,
-        schema=TabularSchema(build_checker(runtime, None, InputPolicy())),
-        class_labels=[str(c) for c in runtime.classes],
-    )
     registry = CollectorRegistry()
     executor = InferenceExecutor(2)
-    predictor = Predictor(executor, ServingMetrics.create(registry), inline_max_ms=inline_max_ms)
-    model.batcher = predictor.batcher_for(model, config)
-    return PredictorSetup(model, predictor, executor, registry)
+    services = PredictionServices(
+        executor, ServingMetrics.create(registry), inline_max_ms=inline_max_ms
+    )
+    model = ServedVersion(
+        ModelSource("iris", "1", folder=folder),
+        runtime,
+        TabularSchema(build_checker(runtime, None, InputPolicy())),
+        "sklearn",
+        None,
+        services,
+        config,
+        None,
+    )
+    return PredictorSetup(model, executor, registry)
 
 
 def test_predictor_batches_real_predictions_and_measures_them(
@@ -508,18 +508,13 @@ def test_predictor_batches_real_predictions_and_measures_them(
 ) -> None:
     setup = predictor_setup(version_folder, BatchingConfig(max_wait_ms=1), inline_max_ms=0)
     runtime = setup.model.runtime
-    assert runtime is not None
     slices = [iris_features.iloc[i : i + 1 + i % 4].to_numpy() for i in range(0, 24, 2)]
     selections = [(PREDICT,), (PREDICT_PROBA,), (PREDICT, PREDICT_PROBA)]
 
     async def scenario() -> list[dict[str, np.ndarray]]:
         answers = await asyncio.gather(
-            *(
-                setup.predictor.predict(setup.model, checked(setup, rows), selections[i % 3])
-                for i, rows in enumerate(slices)
-            )
+            *(setup.predict(rows, selections[i % 3]) for i, rows in enumerate(slices))
         )
-        assert setup.model.batcher is not None
         await setup.model.batcher.close()
         return list(answers)
 
@@ -556,26 +551,18 @@ def test_predictor_counts_rejections_by_reason(
         held = [
             asyncio.ensure_future(setup.executor.run(pool_busy.wait, PROMPTLY_S)) for _ in range(2)
         ]
-        first = asyncio.ensure_future(
-            setup.predictor.predict(setup.model, checked(setup, rows), [PREDICT])
-        )
+        first = asyncio.ensure_future(setup.predict(rows, [PREDICT]))
         await asyncio.sleep(0.01)  # the first call left the queue and waits for a pool thread
-        assert setup.model.batcher is not None
         assert setup.model.batcher.queued_rows == 0
         assert not first.done()
         results = await asyncio.gather(
-            setup.predictor.predict(
-                setup.model, checked(setup, rows), [PREDICT]
-            ),  # queued, then expires
-            setup.predictor.predict(
-                setup.model, checked(setup, rows), [PREDICT]
-            ),  # refused: queue full
+            setup.predict(rows, [PREDICT]),  # queued, then expires
+            setup.predict(rows, [PREDICT]),  # refused: queue full
             return_exceptions=True,
         )
         pool_busy.set()
         await asyncio.gather(*held)
         results.append(await first)
-        assert setup.model.batcher is not None
         await setup.model.batcher.close()
         return results
 
@@ -601,13 +588,12 @@ def test_predictor_runs_warmed_up_fast_sizes_on_the_event_loop(
 
     async def scenario() -> None:
         for _ in range(3):  # warm-up: measured in the pool
-            await setup.predictor.predict(setup.model, checked(setup, one_row), [PREDICT])
+            await setup.predict(one_row, [PREDICT])
         setup.executor.shutdown()  # from now on only inline calls can succeed
-        answer = await setup.predictor.predict(setup.model, checked(setup, one_row), [PREDICT])
+        answer = await setup.predict(one_row, [PREDICT])
         assert len(answer[PREDICT]) == 1
         with pytest.raises(RuntimeError, match="shutdown"):
-            await setup.predictor.predict(setup.model, checked(setup, eight_rows), [PREDICT])
-        assert setup.model.batcher is not None
+            await setup.predict(eight_rows, [PREDICT])
         await setup.model.batcher.close()
 
     run(scenario())

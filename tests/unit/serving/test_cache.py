@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 from mlserve.monitoring.metrics import ServingMetrics
-from mlserve.serving.cache import PredictionCache, respond
+from mlserve.serving.cache import Answer, PredictionCache, respond
 from mlserve.settings import ModelOptions, load_settings
 
 ENTRY_OVERHEAD = 64
@@ -86,7 +86,7 @@ def test_respond_computes_once_per_distinct_request(counted: CacheSetup) -> None
         return answer(b'{"predictions":[%d]}' % len(computed))
 
     async def send(body: bytes) -> bytes:
-        response = await respond(cache, body, ("v1",), lambda: _async(compute_for(body)))
+        response = await respond(cache, body, ("v1",), lambda: _async((compute_for(body), None)))
         return bytes(response.body)
 
     async def scenario() -> list[bytes]:
@@ -103,10 +103,10 @@ def test_respond_never_caches_errors(counted: CacheSetup) -> None:
     cache = counted.cache()
     calls = 0
 
-    async def failing() -> Response:
+    async def failing() -> Answer:
         nonlocal calls
         calls += 1
-        return Response(b'{"error":"overloaded"}', status_code=503)
+        return Response(b'{"error":"overloaded"}', status_code=503), None
 
     async def scenario() -> list[int]:
         return [(await respond(cache, b"x", ("v1",), failing)).status_code for _ in range(2)]
@@ -120,10 +120,10 @@ def test_without_a_cache_every_request_is_computed(counted: CacheSetup) -> None:
     counted.cache()  # registers the counters, which must stay untouched
     calls = 0
 
-    async def compute() -> Response:
+    async def compute() -> Answer:
         nonlocal calls
         calls += 1
-        return answer(b"{}")
+        return answer(b"{}"), None
 
     async def scenario() -> None:
         for _ in range(3):
