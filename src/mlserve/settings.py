@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     does), or `reject` the rows that carry them."""
     api_key: SecretStr | None = None
     """API key(s) for inference endpoints, comma-separated. Unset: no auth."""
+    admin_api_key: SecretStr | None = None
+    """Admin key(s), comma-separated, for the model repository API (load, unload, index): it
+    changes what is served, so inference keys are refused there. Unset: the repository API is
+    open on a server listening on loopback only, and off otherwise."""
     protect_health: bool = False
     """Require the API key on health and metrics endpoints too."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
@@ -213,9 +217,18 @@ class Settings(BaseSettings):
     @property
     def api_keys(self) -> tuple[str, ...]:
         """The configured API keys (empty when auth is off)."""
-        if self.api_key is None:
-            return ()
-        return tuple(k.strip() for k in self.api_key.get_secret_value().split(",") if k.strip())
+        return _keys(self.api_key)
+
+    @property
+    def admin_api_keys(self) -> tuple[str, ...]:
+        """The configured admin keys (empty when none is set)."""
+        return _keys(self.admin_api_key)
+
+
+def _keys(secret: SecretStr | None) -> tuple[str, ...]:
+    if secret is None:
+        return ()
+    return tuple(k.strip() for k in secret.get_secret_value().split(",") if k.strip())
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -34,7 +34,7 @@ from mlserve.monitoring.drift import DriftConfig
 from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, WriterConfig
 from mlserve.registry import RegistryStore
-from mlserve.serving import routes_drift, routes_feedback, routes_v1, routes_v2
+from mlserve.serving import routes_drift, routes_feedback, routes_repository, routes_v1, routes_v2
 from mlserve.serving.batching import BatchingConfig
 from mlserve.serving.cache import PredictionCache
 from mlserve.serving.docs import DOC_MODELS
@@ -44,7 +44,7 @@ from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.fastpath import FastPathMiddleware, ServingApp
 from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
 from mlserve.serving.inference import PredictionServices
-from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware
+from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware, is_loopback
 from mlserve.serving.models import ModelManager, discover_model_dir, resolve_refs
 from mlserve.serving.served import ModelSource, VersionLoader, VersionOptions
 from mlserve.serving.state import ServerState
@@ -175,6 +175,7 @@ def create_app(
     app.state.mlserve = state
     app.include_router(routes_v2.router)
     app.include_router(routes_v1.router)
+    app.include_router(routes_repository.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_drift.router)
     app.add_exception_handler(MlserveError, handle_mlserve_error)
@@ -192,6 +193,8 @@ def create_app(
         protect_health=settings.protect_health,
         max_request_bytes=settings.max_request_bytes,
         access_log=settings.access_log,
+        admin_keys=settings.admin_api_keys,
+        admin_without_key=is_loopback(settings.host),
     )
     app.put_in_front(
         lambda fastapi_app: ObservabilityMiddleware(

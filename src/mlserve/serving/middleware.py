@@ -6,6 +6,7 @@ Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import MutableMapping
@@ -27,6 +28,8 @@ INFO_KEY = "mlserve.info"
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"})
 """Paths that need no key unless health is protected."""
 ALWAYS_OPEN = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+ADMIN_PREFIX = "/v2/repository"
+"""Paths that change what is served: they take the admin key, never an inference key."""
 
 
 @dataclass(slots=True)
@@ -47,6 +50,9 @@ class MiddlewareConfig:
     protect_health: bool
     max_request_bytes: int
     access_log: bool
+    admin_keys: tuple[str, ...] = ()
+    admin_without_key: bool = False
+    """With no admin key: the repository API is open (the server listens on loopback only)."""
 
 
 def protocol_of(path: str) -> str:
@@ -68,6 +74,7 @@ class ObservabilityMiddleware:
         self.config = config
         self.metrics = metrics
         self._keys = [k.encode() for k in config.api_keys]
+        self._admin_keys = [k.encode() for k in config.admin_keys]
         # Metric children by label values: .labels() takes a lock and builds a key each call.
         self._children: dict[tuple[str, ...], _Children] = {}
         self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v2", "v1", "mlflow", "other")}
@@ -115,22 +122,33 @@ class ObservabilityMiddleware:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_request_bytes:
             return PayloadTooLarge(self.config.max_request_bytes)
+        if path.startswith(ADMIN_PREFIX):
+            return self._reject_admin(headers)
         if not self._keys or path in ALWAYS_OPEN:
             return None
         if path in OPEN_PATHS and not self.config.protect_health:
             return None
-        presented = headers.get("x-api-key")
-        authorization = headers.get("authorization", "")
-        if presented is None and authorization[:7].lower() == "bearer ":
-            presented = authorization[7:].strip()
+        presented = _presented_key(headers)
         if not presented:
             return Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        candidate = presented.encode()
-        # Compare with every key, always, so timing says nothing about which one nearly matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(candidate, key)
-        return None if matched else Forbidden("the API key is not valid")
+        return None if _matches(presented, self._keys) else Forbidden("the API key is not valid")
+
+    def _reject_admin(self, headers: dict[str, str]) -> Exception | None:
+        """The repository API changes what is served: the admin key only (an inference key is
+        refused), or nothing at all on a loopback-only server without an admin key."""
+        if not self._admin_keys:
+            if self.config.admin_without_key:
+                return None
+            return Forbidden(
+                "the model repository API is off: set MLSERVE_ADMIN_API_KEY to use it "
+                "(it is open without one only on a server listening on loopback)"
+            )
+        presented = _presented_key(headers)
+        if not presented:
+            return Unauthorized("the admin API key is required: send 'Authorization: Bearer <key>'")
+        if _matches(presented, self._admin_keys):
+            return None
+        return Forbidden("this key may not change what is served: that takes the admin API key")
 
     def _observe(
         self, info: RequestInfo, status: int, elapsed: float, scope: Scope, path: str
@@ -191,3 +209,31 @@ def request_info(scope: MutableMapping[str, Any]) -> RequestInfo:
         scope[INFO_KEY] = info
     assert isinstance(info, RequestInfo)
     return info
+
+
+def _presented_key(headers: dict[str, str]) -> str | None:
+    """The key a request presents, in X-API-Key or as a bearer token."""
+    presented = headers.get("x-api-key")
+    authorization = headers.get("authorization", "")
+    if presented is None and authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    return presented or None
+
+
+def _matches(presented: str, keys: list[bytes]) -> bool:
+    """Compare with every key, always, so timing says nothing about which one nearly matched."""
+    candidate = presented.encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -71,7 +71,7 @@ class ModelManager:
     ) -> None:
         """``refs`` are followed in the registry (a version number pins; an alias or a bare
         name follows); ``sources`` are fixed versions (a model folder, no registry)."""
-        self._refs = refs
+        self._refs = list(refs)
         self._fixed = list(sources or [])
         self._store = store
         self._loader = loader
@@ -82,6 +82,8 @@ class ModelManager:
         self._failed_sha: dict[tuple[str, str], str | None] = {}
         self._configured = sorted({r.name for r in refs} | {s.name for s in self._fixed})
         self._ready = False
+        self._paused: set[str] = set()
+        """Models unloaded through the repository API: not followed until loaded again."""
         self._sync_lock: asyncio.Lock | None = None
 
     # -- lookups (the request path: memory only) -------------------------------------------------
@@ -114,8 +116,11 @@ class ModelManager:
             raise ModelNotFound(name)
         key = version or self._default.get(name)
         if key is None or key not in statuses:
-            if version is None:  # configured, first load still under way or failed
-                return next(iter(statuses.values()))
+            live = [s for s in statuses.values() if s.state != "unloaded"]
+            if version is None and live:  # configured, first load still under way or failed
+                return live[0]
+            if version is None:  # unloaded through the repository API
+                raise ModelNotFound(name)
             raise VersionNotFound(name, version)
         if statuses[key].state == "unloaded":  # served once: now as unserved as any other
             raise VersionNotFound(name, key)
@@ -214,7 +219,9 @@ class ModelManager:
         which come newest first: the first one is what the model's name answers with."""
         assert self._store is not None
         wanted: dict[str, list[tuple[tuple[int, int], ModelSource | MlserveError]]] = {}
-        for position, ref in enumerate(self._refs):
+        for position, ref in enumerate(list(self._refs)):
+            if ref.name in self._paused:
+                continue
             order = (1, -ref.version) if ref.version is not None else (0, position)
             try:
                 version = self._store.resolve(ref)
@@ -295,26 +302,42 @@ class ModelManager:
         )
         return served
 
-    async def load(self, name: str, version: str) -> VersionStatus:
-        """Serve one registered version beside the others (the repository API's load); a
-        failure keeps what is served. Raises NotFound when the registry has no such version."""
-        if version in self._served.get(name, {}):
-            return self._status[name][version]
+    async def load_model(self, name: str, version: str | None = None) -> list[VersionStatus]:
+        """The repository API's load: one registered version beside the others, or (without a
+        version) what the model's references point at now, followed from then on (a model
+        this server did not serve is followed as a bare name: production, else the latest).
+        A failed version keeps what is served. Raises NotFound for what the registry lacks."""
         if self._store is None:
             raise NotFound("this server serves a model folder; it loads nothing else")
-        registered = await asyncio.to_thread(self._store.resolve, ModelRef(name, int(version)))
         self._status.setdefault(name, {})
-        await self._install(ModelSource(name, version, registered=registered), default=False)
-        return self._status[name][version]
+        if version is not None:
+            registered = await asyncio.to_thread(self._store.resolve, ModelRef(name, int(version)))
+            if version not in self._served.get(name, {}):
+                self._failed_sha.pop((name, version), None)  # asked for: try again
+                await self._install(
+                    ModelSource(name, version, registered=registered), default=False
+                )
+            return [self._status[name][version]]
+        await asyncio.to_thread(self._store.resolve, ModelRef(name))  # NotFound for a typo
+        if not any(ref.name == name for ref in self._refs):
+            self._refs.append(ModelRef(name))
+        self._paused.discard(name)
+        for key in [k for k in self._failed_sha if k[0] == name]:
+            del self._failed_sha[key]  # asked for: try again
+        await self.sync()
+        return [s for s in self.statuses() if s.name == name and s.state != "unloaded"]
 
     async def unload(self, name: str, version: str | None = None) -> list[VersionStatus]:
-        """Stop serving a version (every version of ``name`` when None); raises ModelNotFound."""
+        """Stop serving a version, or (``version`` None) the whole model, which is then no
+        longer followed until loaded again. Raises ModelNotFound or VersionNotFound."""
         if name not in self._status:
             raise ModelNotFound(name)
         versions = [version] if version else list(self._served.get(name, {}))
         for each in versions:
             if each not in self._served.get(name, {}):
                 raise VersionNotFound(name, each)
+        if version is None:
+            self._paused.add(name)
         for each in versions:
             await self._retire(name, each)
         return [self._status[name][v] for v in versions]

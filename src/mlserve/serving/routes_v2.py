@@ -21,7 +21,7 @@ from mlserve.serving.state import server_state, serving_model, version_of
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

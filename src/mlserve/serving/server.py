@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from mlserve.serving.app import MULTIPROC_ENV, SOURCES_ENV
+from mlserve.serving.middleware import is_loopback
 from mlserve.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,6 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_exposed(options: ServeOptions) -> str | None:
