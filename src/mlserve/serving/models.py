@@ -82,6 +82,8 @@ class ModelManager:
         self._failed_sha: dict[tuple[str, str], str | None] = {}
         self._configured = sorted({r.name for r in refs} | {s.name for s in self._fixed})
         self._ready = False
+        self._pinned: set[tuple[str, str]] = set()
+        """Versions loaded by number through the repository API: kept until unloaded."""
         self._paused: set[str] = set()
         """Models unloaded through the repository API: not followed until loaded again."""
         self._sync_lock: asyncio.Lock | None = None
@@ -167,9 +169,11 @@ class ModelManager:
         except MlserveError:
             return ModelNotFound(name)
         label = f"{name}:{version}" if version else name
+        load = f'{{"parameters": {{"version": "{version}"}}}}' if version else "{}"
         return NotFound(
             f"{label} is registered but this server does not serve it: point an alias this "
             f"server follows at it (mlserve alias set {name} production {version or 'VERSION'}), "
+            f"load it (POST /v2/repository/models/{name}/load {load}), "
             f"or start a server with mlserve serve {label}"
         )
 
@@ -259,6 +263,7 @@ class ModelManager:
             return
         keep = {s.version for s in sources if s.version in self._served.get(name, {})}
         keep.add(self._default.get(name, ""))
+        keep |= {version for model, version in self._pinned if model == name}
         for version in list(self._served.get(name, {})):
             if version not in keep:
                 await self._retire(name, version)
@@ -317,6 +322,8 @@ class ModelManager:
                 await self._install(
                     ModelSource(name, version, registered=registered), default=False
                 )
+            if self._status[name][version].is_ready:
+                self._pinned.add((name, version))
             return [self._status[name][version]]
         await asyncio.to_thread(self._store.resolve, ModelRef(name))  # NotFound for a typo
         if not any(ref.name == name for ref in self._refs):
@@ -339,6 +346,7 @@ class ModelManager:
         if version is None:
             self._paused.add(name)
         for each in versions:
+            self._pinned.discard((name, each))
             await self._retire(name, each)
         return [self._status[name][v] for v in versions]
 
