@@ -12,11 +12,14 @@ from rich.table import Table
 
 from mlserve.cli.context import console, context
 from mlserve.cli.live_metrics import Scrape, VersionStatus, requests_per_second, version_statuses
+from mlserve.registry import ModelInfo
 from mlserve.types import DEFAULT_ALIAS
 
 KEY_METRICS = ("accuracy", "f1", "roc_auc", "rmse", "r2")
 MISSING = "–"
 """Shown for a value the server does not have (yet): no drift check, no feedback, no requests."""
+MAX_FOLLOW_WAIT_S = 10.0
+"""Longest wait for a server to follow a moved alias before status flags the difference."""
 SHOWN_DRIFTED = 3
 """Drifted features named in the drift cell; the rest are counted."""
 
@@ -48,10 +51,19 @@ def status(
     store = cli.store()
     url = server or f"http://{settings.host}:{settings.port}"
     health = _server_health(url, settings.api_keys)
+    infos = store.list_models()
+    lagging = _lagging(infos, health)
+    if lagging and health["up"]:
+        # A server follows its aliases every reload interval: only a difference that outlasts
+        # one is worth a flag, so look again after one.
+        time.sleep(min(settings.reload_interval_s, MAX_FOLLOW_WAIT_S) + 0.5)
+        health = _server_health(url, settings.api_keys)
+        infos = store.list_models()
+        lagging = _lagging(infos, health)
     table = Table(title="mlserve status")
     for column in ("model", "versions", "latest", "aliases", "production metrics", "served"):
         table.add_column(column)
-    for info in store.list_models():
+    for info in infos:
         metrics = ""
         if info.latest_version is not None:
             version = store.resolve(info.name)
@@ -61,6 +73,8 @@ def status(
             if DEFAULT_ALIAS not in info.aliases:
                 metrics = f"(latest) {metrics}"
         served = health["models"].get(info.name, "-") if health["up"] else "-"
+        if info.name in lagging:
+            served += f" ⚠ {lagging[info.name]}"
         table.add_row(
             info.name,
             str(info.version_count),
@@ -165,24 +179,55 @@ def _scrape(client: httpx.Client) -> Scrape:
     return Scrape.parse(response.text, time.monotonic())
 
 
+def _lagging(infos: list[ModelInfo], health: dict[str, Any]) -> dict[str, str]:
+    """Models whose production alias points at another version than the server answers with."""
+    lagging: dict[str, str] = {}
+    for info in infos:
+        answering = health["answering"].get(info.name)
+        target = info.aliases.get(DEFAULT_ALIAS)
+        if answering is not None and target is not None and str(target) != answering:
+            lagging[info.name] = (
+                f"{DEFAULT_ALIAS}→{target} but the server answers with v{answering}"
+            )
+    return lagging
+
+
 def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
     """Ask a running server for readiness and its models; never raises."""
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         with httpx.Client(base_url=url, timeout=1.0, headers=headers) as client:
             ready = client.get("/v2/health/ready")
-            models: dict[str, str] = {}
+            served: dict[str, list[str]] = {}
             reasons: dict[str, str] = {}
+            answering: dict[str, str] = {}
             listing = client.get("/v1/models")
             if listing.status_code == 200:
                 for model in listing.json().get("models", []):
+                    name, version = model["name"], str(model.get("version", "?"))
                     state = (
                         "ready" if model.get("ready") else f"not ready: {model.get('reason', '?')}"
                     )
-                    models[model["name"]] = f"v{model.get('version', '?')} {state}"
+                    if model.get("default"):
+                        answering[name] = version
+                        state += " (answers)"
+                    served.setdefault(name, []).append(f"v{version} {state}")
                     if model.get("reason"):
-                        reasons[model["name"]] = str(model["reason"])
+                        reasons[name] = str(model["reason"])
     except httpx.HTTPError:
-        return {"up": False, "summary": f"not reachable at {url}", "models": {}, "reasons": {}}
+        return {
+            "up": False,
+            "summary": f"not reachable at {url}",
+            "models": {},
+            "reasons": {},
+            "answering": {},
+        }
     summary = f"{url} {'ready' if ready.status_code == 200 else 'not ready'}"
-    return {"up": True, "summary": summary, "models": models, "reasons": reasons}
+    models = {name: "; ".join(entries) for name, entries in served.items()}
+    return {
+        "up": True,
+        "summary": summary,
+        "models": models,
+        "reasons": reasons,
+        "answering": answering,
+    }

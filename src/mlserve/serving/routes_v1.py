@@ -35,7 +35,11 @@ def _body_doc(model: type[Any]) -> dict[str, Any]:
 @router.get("/v1/models", tags=["Simple JSON API"], summary="List served models")
 async def list_models(request: Request) -> Response:
     """Every served model version with its state (and why it is not ready)."""
-    models = [_describe(s) for s in server_state(request).models.statuses()]
+    manager = server_state(request).models
+    models = [
+        {**_describe(s), "default": manager.default_version(s.name) == s.version}
+        for s in manager.statuses()
+    ]
     return json_response({"models": models})
 
 
