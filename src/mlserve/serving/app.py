@@ -41,7 +41,7 @@ from mlserve.serving.docs import DOC_MODELS
 from mlserve.serving.drift_monitor import DriftMonitor, DriftSchedule
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.fastpath import FastPathMiddleware, ServingApp
+from mlserve.serving.fastpath import FastPathMiddleware, ServingApp, inference_routes
 from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
 from mlserve.serving.inference import PredictionServices
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware, is_loopback
@@ -55,6 +55,14 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Set when several worker processes share one port; /metrics then sums them."""
+INFERENCE_ENDPOINTS = (
+    routes_v2.infer,
+    routes_v2.infer_version,
+    routes_v1.predict,
+    routes_v1.predict_version,
+    routes_v1.invocations,
+)
+"""The endpoints the fast path serves, from the routes FastAPI declares for them."""
 SOURCES_ENV = "MLSERVE_SERVE_SOURCES"
 """JSON {"refs": [...], "model_dir": ...}: what worker processes serve."""
 
@@ -196,9 +204,10 @@ def create_app(
         admin_keys=settings.admin_api_keys,
         admin_without_key=is_loopback(settings.host),
     )
+    fast = inference_routes([routes_v2.router, routes_v1.router], INFERENCE_ENDPOINTS)
     app.put_in_front(
         lambda fastapi_app: ObservabilityMiddleware(
-            FastPathMiddleware(fastapi_app), middleware_config, metrics
+            FastPathMiddleware(fastapi_app, fast), middleware_config, metrics
         )
     )
     return app

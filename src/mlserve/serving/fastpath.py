@@ -1,58 +1,74 @@
-"""Route the three inference endpoints without FastAPI's router and dependency machinery.
+"""Route the inference endpoints without FastAPI's router and dependency machinery.
 
-FastAPI still declares these routes (for /openapi.json and /docs, and as the fallback), but
-on the hot path a regular expression finds the handler and calls it directly: on one core
-FastAPI's routing and per-request dependency resolution cost as much as the prediction.
-`ServingApp` goes one step further and puts mlserve's own middleware in front of FastAPI's
-middleware stack rather than inside it, so inference requests skip its error, telemetry and
-body-limit layers too (mlserve's middleware does those jobs itself).
+There is one routing table: the routes FastAPI declares (which also document /openapi.json and
+/docs). On the hot path this middleware matches a POST against the inference routes' own
+compiled patterns and calls their endpoint directly: on one core FastAPI's routing and
+per-request dependency resolution cost as much as the prediction. `ServingApp` goes one step
+further and puts mlserve's own middleware in front of FastAPI's middleware stack rather than
+inside it, so inference requests skip its error, telemetry and body-limit layers too
+(mlserve's middleware does those jobs itself).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlserve.serving import routes_v1, routes_v2
 from mlserve.serving.errors import error_response
 
-Handler = Callable[[Request, str, str | None], Awaitable[Response]]
+Endpoint = Callable[..., Awaitable[Response]]
 
-_V2_INFER = re.compile(r"^/v2/models/([^/]+?)(?:/versions/([^/]+))?/infer$")
-_V1_PREDICT = re.compile(r"^/v1/models/([^/:]+?)(?:/versions/([^/:]+))?:predict$")
+
+def inference_routes(routers: Sequence[APIRouter], endpoints: Sequence[Endpoint]) -> list[APIRoute]:
+    """The POST routes of ``routers`` (the ones the app includes) for ``endpoints``."""
+    wanted = set(endpoints)
+    return [
+        route
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and route.endpoint in wanted
+        and "POST" in (route.methods or ())
+    ]
 
 
 class FastPathMiddleware:
-    """Sends POSTs to infer, :predict and /invocations straight to their handlers."""
+    """Sends POSTs to the inference routes straight to their endpoints."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[APIRoute]) -> None:
         self.app = app
+        self._routes: list[tuple[Any, Endpoint]] = [(r.path_regex, r.endpoint) for r in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one request."""
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        found = self._find(scope["path"])
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        endpoint, params = found
         request = Request(scope, receive)
         try:
-            if path == "/invocations":
-                response = await routes_v1.invocations(request)
-            elif (match := _V2_INFER.match(path)) is not None:
-                response = await routes_v2.run_infer(request, match[1], match[2])
-            elif (match := _V1_PREDICT.match(path)) is not None:
-                response = await routes_v1.run_predict(request, match[1], match[2])
-            else:
-                await self.app(scope, receive, send)
-                return
+            response = await endpoint(request, **params)
         except Exception as exc:  # the HTTP edge: errors become JSON, 500s are logged there
             response = error_response(exc)
         await response(scope, receive, send)
+
+    def _find(self, path: str) -> tuple[Endpoint, dict[str, str]] | None:
+        """The endpoint of the first inference route matching ``path``, with its parameters."""
+        for pattern, endpoint in self._routes:
+            match = pattern.match(path)
+            if match is not None:
+                return endpoint, match.groupdict()
+        return None
 
 
 class ServingApp(FastAPI):
