@@ -314,9 +314,10 @@ class ModelManager:
         A failed version keeps what is served. Raises NotFound for what the registry lacks."""
         if self._store is None:
             raise NotFound("this server serves a model folder; it loads nothing else")
+        ref = ModelRef(name) if version is None else ModelRef(name, int(version))
+        registered = await asyncio.to_thread(self._store.resolve, ref)  # NotFound for a typo
         self._status.setdefault(name, {})
         if version is not None:
-            registered = await asyncio.to_thread(self._store.resolve, ModelRef(name, int(version)))
             if version not in self._served.get(name, {}):
                 self._failed_sha.pop((name, version), None)  # asked for: try again
                 await self._install(
@@ -325,7 +326,6 @@ class ModelManager:
             if self._status[name][version].is_ready:
                 self._pinned.add((name, version))
             return [self._status[name][version]]
-        await asyncio.to_thread(self._store.resolve, ModelRef(name))  # NotFound for a typo
         if not any(ref.name == name for ref in self._refs):
             self._refs.append(ModelRef(name))
         self._paused.discard(name)
