@@ -12,3 +12,4 @@ if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
 fi
 "$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
 "$here/../.venv/bin/python" "$here/batch_bench.py"
+"$here/../.venv/bin/python" "$here/swap_bench.py"
