@@ -84,7 +84,9 @@ def wait_ready(port: int, sample: bytes, timeout_s: float = 90) -> None:
 def mover(project: Path, stop_event: threading.Event, moves: list[int]) -> None:
     """Move production between versions 1 and 2 every SWAP_EVERY_S until told to stop."""
     home = project / ".mlserve"
-    store = RegistryStore(f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"))
+    store = RegistryStore(
+        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
+    )
     try:
         target = 2
         while not stop_event.wait(SWAP_EVERY_S):
