@@ -362,6 +362,10 @@ class ModelManager:
             else:
                 self._default.pop(name, None)
         await served.retire()
+        del served
+        # A version and its batcher point at each other (the batcher calls the version's
+        # predict): only a collection frees them, and one model's memory is worth it now.
+        gc.collect()
         self._record(name, version, "unloaded")
         self._metrics.model_ready.labels(name, version).set(0)
         log.info("model unloaded", extra={"model": name, "version": version})

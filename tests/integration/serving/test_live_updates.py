@@ -435,14 +435,6 @@ def test_the_server_ends_on_the_last_good_version(
     check_final(twenty_moves, swap_project, LINEAR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retired version's memory is not freed when it is retired: ServedVersion and its "
-    "MicroBatcher reference each other (served.batcher holds the bound method served._run as "
-    "its compute function), so the version is freed only by a full cyclic garbage collection, "
-    "which did not run during 20 swaps; RSS grows by one neighbors model (~11 MB) per load, "
-    "+23-38 % after 20 swaps, while a gc.collect() after retiring keeps it within 1 %",
-)
 def test_retired_versions_give_their_memory_back(twenty_moves: SwapRun) -> None:
     rss = twenty_moves.rss_after_move
     first, last = rss[1], rss[GOOD_MOVES]
