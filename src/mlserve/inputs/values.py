@@ -159,8 +159,15 @@ def category_texts(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def category_text(value: Any) -> str | None:
     """The category a single value names (None when it is missing)."""
-    if value is None:
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
         return None
+    return display(value)
+
+
+def display(value: Any) -> str:
+    """A value's text as its text rendering writes it (``2``, ``2.0``, ``1e+308``, ``True``;
+    text as it is): what a category is named by, and how a reason quotes a cell, so a number
+    and its text are named alike."""
     if isinstance(value, str):
         return value
     if isinstance(value, bytes):
@@ -170,23 +177,8 @@ def category_text(value: Any) -> str | None:
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
-        number = float(value)
-        return None if math.isnan(number) else repr(number)
-    return repr(value)
-
-
-def display(value: Any) -> str:
-    """A cell as text for a message, as its text rendering writes it: ``2``, ``2.0``,
-    ``1e+308``, ``True``; text as it is. A number and its text are quoted alike."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
         return repr(float(value))
-    return str(value)
+    return repr(value)
 
 
 def cell_at(source: Any, row: int) -> Any:
