@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from mlserve.errors import ConfigError
+from mlserve.types import VersionPolicy
 
 CONFIG_FILE = "mlserve.yaml"
 
@@ -46,6 +47,13 @@ class ModelOptions(BaseModel):
     """Override of the server-wide unknown_categories."""
     extra_columns: Literal["ignore", "reject"] | None = None
     """Override of the server-wide extra_columns."""
+    versions: str | list[int] | None = None
+    """Override of the server-wide versions policy."""
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _valid_policy(cls, value: object) -> object:
+        return _version_policy(value)
 
 
 class Settings(BaseSettings):
@@ -123,6 +131,10 @@ class Settings(BaseSettings):
     """Require the API key on health and metrics endpoints too."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long in-flight requests get to finish."""
+    versions: str | list[int] = "aliases"
+    """Which versions of each served model are loaded and answer at
+    /v2/models/NAME/versions/N: `aliases` (every version an alias points at), `latest N` (those
+    and the newest N), `all`, or version numbers (`1,3`: those and the aliased ones)."""
     reload_interval_s: float = Field(default=2.0, ge=0)
     """How often the server checks the registry for moved aliases and serves what they point at
     now (also at once on SIGHUP); 0 checks only on SIGHUP."""
@@ -163,6 +175,11 @@ class Settings(BaseSettings):
     """Lowest level logged."""
     log_format: Literal["json", "text"] = "json"
     """JSON lines for machines or plain text for people."""
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _valid_policy(cls, value: object) -> object:
+        return _version_policy(value)
 
     @field_validator("database_url", "artifact_root", "prediction_log_url")
     @classmethod
@@ -214,6 +231,12 @@ class Settings(BaseSettings):
             for name in ("missing_values", "unknown_categories", "extra_columns")
         }
 
+    def version_policy_for(self, model: str) -> VersionPolicy:
+        """Which versions of ``model`` a server serves: its own policy where set, else the
+        server-wide one."""
+        own = self.options_for(model).versions
+        return VersionPolicy.parse(own if own is not None else self.versions)
+
     @property
     def api_keys(self) -> tuple[str, ...]:
         """The configured API keys (empty when auth is off)."""
@@ -223,6 +246,16 @@ class Settings(BaseSettings):
     def admin_api_keys(self) -> tuple[str, ...]:
         """The configured admin keys (empty when none is set)."""
         return _keys(self.admin_api_key)
+
+
+def _version_policy(value: object) -> object:
+    """A version policy as given (one number reads as a list of one), checked; raises
+    ValueError naming what is wrong."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str | list):
+        VersionPolicy.parse(value)
+    return value
 
 
 def _keys(secret: SecretStr | None) -> tuple[str, ...]:

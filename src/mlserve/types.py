@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,62 @@ class ModelRef:
         if self.alias is not None:
             return f"{self.name}@{self.alias}"
         return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions of a model a server serves beside what its followed references point at.
+
+    ``aliases`` (the default): every version any alias of the model points at; ``latest N``:
+    those and the newest N; ``all``: every registered version; a list of numbers: those and
+    the aliased ones. Each served version answers at /v2/models/NAME/versions/N.
+    """
+
+    kind: Literal["aliases", "latest", "all", "listed"] = "aliases"
+    count: int = 0
+    listed: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str | Sequence[int]) -> VersionPolicy:
+        """Read ``aliases``, ``all``, ``latest N``, ``1,3`` or a list of numbers; raises
+        ValueError naming what is wrong."""
+        if not isinstance(value, str):
+            return cls._listed([str(v) for v in value], value)
+        text = value.strip().lower()
+        if text in ("aliases", "all"):
+            return cls(text)  # type: ignore[arg-type]  # narrowed by the test above
+        words = text.split()
+        if len(words) == 2 and words[0] == "latest" and words[1].isdigit() and int(words[1]) > 0:
+            return cls("latest", count=int(words[1]))
+        return cls._listed(text.strip("[]").split(","), value)
+
+    @classmethod
+    def _listed(cls, items: Sequence[str], original: object) -> VersionPolicy:
+        numbers = [item.strip() for item in items]
+        if not numbers or not all(n.isdigit() and int(n) > 0 for n in numbers):
+            raise ValueError(
+                f"invalid version policy {original!r}: expected 'aliases', 'all', "
+                "'latest N' or version numbers such as '1,3'"
+            )
+        return cls("listed", listed=tuple(sorted({int(n) for n in numbers})))
+
+    def select(self, registered: Sequence[int], aliased: Iterable[int]) -> list[int]:
+        """The versions to serve out of ``registered``, newest first."""
+        chosen = set(aliased)
+        if self.kind == "all":
+            chosen.update(registered)
+        elif self.kind == "latest":
+            chosen.update(sorted(registered)[-self.count :])
+        elif self.kind == "listed":
+            chosen.update(self.listed)
+        return sorted(chosen & set(registered), reverse=True)
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return f"latest {self.count}"
+        if self.kind == "listed":
+            return ",".join(str(v) for v in self.listed)
+        return self.kind
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from mlserve.types import (
     ModelRef,
     Signature,
     VersionManifest,
+    VersionPolicy,
     check_name,
     file_sha256,
     read_manifest,
@@ -271,3 +272,53 @@ def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# -- version policies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given_policy", "kind", "shown"),
+    [
+        ("aliases", "aliases", "aliases"),
+        (" ALL ", "all", "all"),
+        ("latest 3", "latest", "latest 3"),
+        ("3,1, 3", "listed", "1,3"),
+        ("[2]", "listed", "2"),
+        ([5, 4], "listed", "4,5"),
+    ],
+)
+def test_version_policies_read_every_documented_form(
+    given_policy: str | list[int], kind: str, shown: str
+) -> None:
+    policy = VersionPolicy.parse(given_policy)
+    assert policy.kind == kind
+    assert str(policy) == shown
+    assert VersionPolicy.parse(str(policy)) == policy  # what is shown reads back the same
+
+
+@pytest.mark.parametrize("bad", ["", "latest", "latest 0", "latest -1", "newest 2", "1,x", "0", []])
+def test_a_bad_version_policy_names_itself(bad: str | list[int]) -> None:
+    with pytest.raises(ValueError, match="invalid version policy"):
+        VersionPolicy.parse(bad)
+
+
+@given(
+    registered=st.sets(st.integers(1, 40)),
+    aliased=st.sets(st.integers(1, 40)),
+    count=st.integers(1, 10),
+    listed=st.sets(st.integers(1, 40), min_size=1),
+)
+def test_every_policy_serves_the_aliased_versions_and_only_registered_ones(
+    registered: set[int], aliased: set[int], count: int, listed: set[int]
+) -> None:
+    ordered = sorted(registered)
+    for text in ("aliases", "all", f"latest {count}", ",".join(map(str, sorted(listed)))):
+        chosen = VersionPolicy.parse(text).select(ordered, aliased)
+        assert chosen == sorted(set(chosen), reverse=True)  # newest first, once each
+        assert set(chosen) <= registered
+        assert aliased & registered <= set(chosen)
+    assert set(VersionPolicy.parse("all").select(ordered, aliased)) == registered
+    latest = set(VersionPolicy.parse(f"latest {count}").select(ordered, aliased))
+    assert latest == (aliased & registered) | set(ordered[-count:])
+    assert set(VersionPolicy.parse("aliases").select(ordered, aliased)) == aliased & registered

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlserve.cli.context import context, err_console
+from mlserve.errors import ConfigError
 from mlserve.logging import configure_logging
 
 FACTORY = "mlserve.serving:app_from_environment"
@@ -31,6 +32,14 @@ def serve(
         Path | None,
         typer.Option(help="Serve self-describing version folders (mlserve.json) with no database."),
     ] = None,
+    all_models: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Serve every registered model (production, else its latest version), "
+            "including models registered after start-up.",
+        ),
+    ] = False,
 ) -> None:
     """Serve models over HTTP: Open Inference Protocol v2, /v1 JSON and MLflow /invocations.
 
@@ -46,6 +55,8 @@ def serve(
     )
 
     cli = context(ctx)
+    if all_models and model_dir is not None:
+        raise ConfigError("--all serves the registry; it cannot be combined with --model-dir")
     settings = cli.settings(host=host, port=port, workers=workers)
     configure_logging(settings.log_level, settings.log_format)
     options = ServeOptions(
@@ -61,9 +72,14 @@ def serve(
     if options.workers > 1:
         overrides = {**cli.flags, "host": settings.host, "port": settings.port}
         env = {f"MLSERVE_{k.upper()}": str(v) for k, v in overrides.items()}
-        spec = {"refs": list(refs or []), "model_dir": str(model_dir) if model_dir else None}
-        build_app(settings, list(refs or []), model_dir)  # fail fast on typos, in this process
+        spec = {
+            "refs": list(refs or []),
+            "model_dir": str(model_dir) if model_dir else None,
+            "all": all_models,
+        }
+        # Fail fast on typos, in this process.
+        build_app(settings, list(refs or []), model_dir, follow_all=all_models)
         serve_workers(FACTORY, options, spec, env)
         return
-    app = build_app(settings, list(refs or []), model_dir)
+    app = build_app(settings, list(refs or []), model_dir, follow_all=all_models)
     serve_single(app, options)

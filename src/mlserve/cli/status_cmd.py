@@ -180,15 +180,25 @@ def _scrape(client: httpx.Client) -> Scrape:
 
 
 def _lagging(infos: list[ModelInfo], health: dict[str, Any]) -> dict[str, str]:
-    """Models whose production alias points at another version than the server answers with."""
+    """Models whose production alias points at another version than the server answers with,
+    or with an alias whose version the server does not serve (it serves every aliased one)."""
     lagging: dict[str, str] = {}
     for info in infos:
         answering = health["answering"].get(info.name)
+        if answering is None:
+            continue  # not served by this server
+        problems = []
         target = info.aliases.get(DEFAULT_ALIAS)
-        if answering is not None and target is not None and str(target) != answering:
-            lagging[info.name] = (
-                f"{DEFAULT_ALIAS}→{target} but the server answers with v{answering}"
-            )
+        if target is not None and str(target) != answering:
+            problems.append(f"{DEFAULT_ALIAS}→{target} but the server answers with v{answering}")
+        ready = health["ready_versions"].get(info.name, set())
+        problems += [
+            f"{alias}→{version} is not served"
+            for alias, version in info.aliases.items()
+            if str(version) not in ready and alias != DEFAULT_ALIAS
+        ]
+        if problems:
+            lagging[info.name] = "; ".join(problems)
     return lagging
 
 
@@ -201,6 +211,7 @@ def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
             served: dict[str, list[str]] = {}
             reasons: dict[str, str] = {}
             answering: dict[str, str] = {}
+            ready_versions: dict[str, set[str]] = {}
             listing = client.get("/v1/models")
             if listing.status_code == 200:
                 for model in listing.json().get("models", []):
@@ -208,6 +219,8 @@ def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
                     state = (
                         "ready" if model.get("ready") else f"not ready: {model.get('reason', '?')}"
                     )
+                    if model.get("ready"):
+                        ready_versions.setdefault(name, set()).add(version)
                     if model.get("default"):
                         answering[name] = version
                         state += " (answers)"
@@ -221,6 +234,7 @@ def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
             "models": {},
             "reasons": {},
             "answering": {},
+            "ready_versions": {},
         }
     summary = f"{url} {'ready' if ready.status_code == 200 else 'not ready'}"
     models = {name: "; ".join(entries) for name, entries in served.items()}
@@ -230,4 +244,5 @@ def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
         "models": models,
         "reasons": reasons,
         "answering": answering,
+        "ready_versions": ready_versions,
     }

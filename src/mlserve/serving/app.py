@@ -67,9 +67,12 @@ SOURCES_ENV = "MLSERVE_SERVE_SOURCES"
 """JSON {"refs": [...], "model_dir": ...}: what worker processes serve."""
 
 
-def build_app(settings: Settings, refs: list[str], model_dir: Path | None) -> FastAPI:
-    """The app for `mlserve serve`: registry references (default: every production alias) or
-    a folder of self-describing versions with no database.
+def build_app(
+    settings: Settings, refs: list[str], model_dir: Path | None, *, follow_all: bool = False
+) -> FastAPI:
+    """The app for `mlserve serve`: registry references (default: every production alias; with
+    ``follow_all``, every model, including those registered later) or a folder of
+    self-describing versions with no database.
 
     Raises NotFound when a reference or the folder names nothing; such typos stop the start.
     """
@@ -80,7 +83,8 @@ def build_app(settings: Settings, refs: list[str], model_dir: Path | None) -> Fa
         settings.resolved_artifact_root,
         cache_dir=settings.home / "cache",
     )
-    return create_app(settings, [], refs=resolve_refs(store, refs), store=store)
+    followed = resolve_refs(store, refs, every_model=follow_all)
+    return create_app(settings, [], refs=followed, store=store, follow_all=follow_all)
 
 
 def app_from_environment() -> FastAPI:
@@ -90,7 +94,12 @@ def app_from_environment() -> FastAPI:
     settings = load_settings()
     # A worker process is an entry point of its own: the CLI's logging set-up did not reach it.
     configure_logging(settings.log_level, settings.log_format)
-    return build_app(settings, list(spec.get("refs", [])), Path(model_dir) if model_dir else None)
+    return build_app(
+        settings,
+        list(spec.get("refs", [])),
+        Path(model_dir) if model_dir else None,
+        follow_all=bool(spec.get("all")),
+    )
 
 
 def create_app(
@@ -100,9 +109,11 @@ def create_app(
     refs: Sequence[ModelRef] = (),
     store: RegistryStore | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    follow_all: bool = False,
 ) -> FastAPI:
     """The server application: fixed ``sources`` (a model folder) or ``refs`` followed in
-    ``store``. Models load in the background once it starts."""
+    ``store`` (with ``follow_all``, every model in it). Models load in the background once it
+    starts."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; *_created series double cardinality
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
@@ -122,7 +133,15 @@ def create_app(
         options=_version_options(settings, metrics, services),
         safe_loading=settings.safe_loading,
     )
-    manager = ModelManager(list(refs), sources=sources, store=store, loader=loader, metrics=metrics)
+    manager = ModelManager(
+        list(refs),
+        sources=sources,
+        store=store,
+        loader=loader,
+        metrics=metrics,
+        policy=settings.version_policy_for,
+        follow_all=follow_all,
+    )
     state = ServerState(
         models=manager,
         max_request_bytes=settings.max_request_bytes,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,9 +30,9 @@ from mlserve.errors import (
     VersionNotFound,
 )
 from mlserve.monitoring.metrics import ServingMetrics
-from mlserve.registry import RegistryStore
+from mlserve.registry import ModelInfo, RegistryStore
 from mlserve.serving.served import ModelSource, ServedVersion, VersionLoader
-from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, read_manifest
+from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, VersionPolicy, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ class VersionStatus:
         return self.state == "ready"
 
 
+@dataclass(slots=True)
+class Wanted:
+    """What one model should serve now: its references' targets (the first is what its name
+    answers with; a reference that names nothing is its error) and what its policy adds."""
+
+    followed: list[ModelSource | MlserveError]
+    extra: list[ModelSource]
+
+
 class ModelManager:
     """Serves versions and answers lookups from memory; reads the registry only to follow it,
     in worker threads."""
@@ -68,10 +77,16 @@ class ModelManager:
         store: RegistryStore | None,
         loader: VersionLoader,
         metrics: ServingMetrics,
+        policy: Callable[[str], VersionPolicy] = lambda _name: VersionPolicy(),
+        follow_all: bool = False,
     ) -> None:
         """``refs`` are followed in the registry (a version number pins; an alias or a bare
-        name follows); ``sources`` are fixed versions (a model folder, no registry)."""
+        name follows); ``sources`` are fixed versions (a model folder, no registry).
+        ``policy`` says which more versions of a model are served (default: every aliased
+        one); with ``follow_all``, models registered later are served too (as bare names)."""
         self._refs = list(refs)
+        self._policy = policy
+        self._follow_all = follow_all
         self._fixed = list(sources or [])
         self._store = store
         self._loader = loader
@@ -170,11 +185,17 @@ class ModelManager:
             return ModelNotFound(name)
         label = f"{name}:{version}" if version else name
         load = f'{{"parameters": {{"version": "{version}"}}}}' if version else "{}"
+        ways = [f"load it (POST /v2/repository/models/{name}/load {load})"]
+        if name in self._status and version:
+            ways[:0] = [
+                f"point an alias at it (mlserve alias set {name} staging {version})",
+                f"widen its version policy (models: {{{name}: {{versions: all}}}} in mlserve.yaml)",
+            ]
+        else:
+            ways.append(f"start a server with mlserve serve {label} (or mlserve serve --all)")
         return NotFound(
-            f"{label} is registered but this server does not serve it: point an alias this "
-            f"server follows at it (mlserve alias set {name} production {version or 'VERSION'}), "
-            f"load it (POST /v2/repository/models/{name}/load {load}), "
-            f"or start a server with mlserve serve {label}"
+            f"{label} is registered but this server does not serve it: {', '.join(ways[:-1])}, "
+            f"or {ways[-1]}"
         )
 
     # -- loading and following ----------------------------------------------------------------
@@ -203,7 +224,7 @@ class ModelManager:
     async def sync(self, *, initial: bool = False) -> None:
         """Follow the registry: load what the followed references point at now, switch names to
         it, retire what nothing points at any more. Never raises; one sync at a time."""
-        if self._store is None or not self._refs:
+        if self._store is None or not (self._refs or self._follow_all):
             return
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
@@ -213,17 +234,28 @@ class ModelManager:
             except Exception:  # a registry that is down: keep serving what we have
                 log.warning("registry unreachable; serving what is loaded", exc_info=True)
                 return
+            followed = {ref.name for ref in self._refs}
+            for name in wanted:
+                if name not in followed:  # registered since the last look (follow_all)
+                    self._refs.append(ModelRef(name))
+                    self._status.setdefault(name, {})
             await asyncio.gather(
-                *(self._follow(name, sources, initial) for name, sources in wanted.items())
+                *(self._follow(name, targets, initial) for name, targets in wanted.items())
             )
 
-    def _resolve_all(self) -> dict[str, list[ModelSource | MlserveError]]:
-        """What each followed reference points at now, by model (blocking: a worker thread).
-        A model's references that follow (an alias, a bare name) come before pinned versions,
-        which come newest first: the first one is what the model's name answers with."""
+    def _resolve_all(self) -> dict[str, Wanted]:
+        """What each followed model serves now (blocking: a worker thread): the versions its
+        references point at, then the ones its version policy adds, newest first. References
+        that follow (an alias, a bare name) come before pinned versions, which come newest
+        first: the first one is what the model's name answers with."""
         assert self._store is not None
+        models = {info.name: info for info in self._store.list_models()}
+        refs = list(self._refs)
+        if self._follow_all:
+            followed = {ref.name for ref in refs}
+            refs += [ModelRef(name) for name in models if name not in followed]
         wanted: dict[str, list[tuple[tuple[int, int], ModelSource | MlserveError]]] = {}
-        for position, ref in enumerate(list(self._refs)):
+        for position, ref in enumerate(refs):
             if ref.name in self._paused:
                 continue
             order = (1, -ref.version) if ref.version is not None else (0, position)
@@ -234,22 +266,46 @@ class ModelManager:
                 continue
             source = ModelSource(version.name, str(version.version), registered=version)
             wanted.setdefault(ref.name, []).append((order, source))
-        return {
-            name: [target for _, target in sorted(targets, key=lambda t: t[0])]
-            for name, targets in wanted.items()
-        }
+        resolved: dict[str, Wanted] = {}
+        for name, targets in wanted.items():
+            ordered = [target for _, target in sorted(targets, key=lambda t: t[0])]
+            resolved[name] = Wanted(ordered, self._widened(name, models.get(name), ordered))
+        return resolved
 
-    async def _follow(
-        self, name: str, targets: list[ModelSource | MlserveError], initial: bool
-    ) -> None:
-        """Serve every version ``name``'s references point at, switch its default to the first
-        one's, and retire versions no reference points at any more."""
-        sources = [t for t in targets if isinstance(t, ModelSource)]
-        if not sources:
-            if initial:
-                self._record(name, "?", "failed", str(targets[0]))
+    def _widened(
+        self, name: str, info: ModelInfo | None, targets: list[ModelSource | MlserveError]
+    ) -> list[ModelSource]:
+        """The versions ``name``'s policy serves beyond ``targets`` (blocking)."""
+        assert self._store is not None
+        if info is None or not info.version_count:
+            return []
+        policy = self._policy(name)
+        if policy.kind == "aliases":
+            registered: list[int] = sorted(set(info.aliases.values()))
+        else:
+            registered = [v.version for v in self._store.list_versions(name)]
+        taken = {t.version for t in targets if isinstance(t, ModelSource)}
+        extra: list[ModelSource] = []
+        for number in policy.select(registered, info.aliases.values()):
+            if str(number) in taken:
+                continue
+            try:
+                version = self._store.get_version(name, number)
+            except (ModelNotFound, VersionNotFound):  # deleted since the listing
+                continue
+            extra.append(ModelSource(name, str(number), registered=version))
+        return extra
+
+    async def _follow(self, name: str, wanted: Wanted, initial: bool) -> None:
+        """Serve every version ``name``'s references and policy point at, switch its default
+        to the first reference's, and retire versions nothing points at any more."""
+        followed = [t for t in wanted.followed if isinstance(t, ModelSource)]
+        if not followed:
+            if initial and wanted.followed:
+                self._record(name, "?", "failed", str(wanted.followed[0]))
             return
-        await asyncio.gather(*(self._ensure(source, initial) for source in sources))
+        sources = followed + wanted.extra
+        await asyncio.gather(*(self._ensure(source) for source in sources))
         first = sources[0].version
         if first in self._served.get(name, {}) and self._default.get(name) != first:
             previous = self._default.get(name)
@@ -268,7 +324,7 @@ class ModelManager:
             if version not in keep:
                 await self._retire(name, version)
 
-    async def _ensure(self, source: ModelSource, initial: bool) -> None:
+    async def _ensure(self, source: ModelSource) -> None:
         """Load ``source`` unless it is served, or failed with these very files."""
         name, version = source.name, source.version
         if version in self._served.get(name, {}):
@@ -277,7 +333,7 @@ class ModelManager:
         failed = self._failed_sha.get((name, version), "none")
         if failed == sha:
             return  # broken as it was: retried when the alias moves or on an explicit load
-        await self._install(source, default=initial and name not in self._default)
+        await self._install(source, default=False)  # _follow switches the name once all loaded
 
     async def _install(self, source: ModelSource, *, default: bool) -> ServedVersion | None:
         """Load one version beside what is served; None (with its failure recorded) if it
@@ -295,7 +351,7 @@ class ModelManager:
             return None
         self._failed_sha.pop((name, version), None)
         self._served.setdefault(name, {})[version] = served
-        if default or name not in self._default:
+        if default:
             self._default[name] = version
         self._record(name, version, "ready", load_s=served.load_s, framework=served.framework)
         self._metrics.load_seconds.labels(name, version).set(served.load_s)
@@ -321,7 +377,8 @@ class ModelManager:
             if version not in self._served.get(name, {}):
                 self._failed_sha.pop((name, version), None)  # asked for: try again
                 await self._install(
-                    ModelSource(name, version, registered=registered), default=False
+                    ModelSource(name, version, registered=registered),
+                    default=name not in self._default,
                 )
             if self._status[name][version].is_ready:
                 self._pinned.add((name, version))
@@ -417,15 +474,25 @@ def _ordered(statuses: Iterable[VersionStatus]) -> list[VersionStatus]:
     return sorted(statuses, key=lambda s: _version_key(s.version))
 
 
-def resolve_refs(store: RegistryStore, refs: list[str]) -> list[ModelRef]:
-    """The references to follow; with none, every model's ``production`` alias.
+def resolve_refs(
+    store: RegistryStore, refs: list[str], *, every_model: bool = False
+) -> list[ModelRef]:
+    """The references to follow: ``refs``, then (``every_model``) every other model by bare
+    name; with neither, every model's ``production`` alias.
 
     Raises NotFound for an unknown model, version or alias: a typo should stop the start-up.
     """
-    if refs:
-        parsed = [ModelRef.parse(ref) for ref in refs]
-        for ref in parsed:
-            store.resolve(ref)
+    parsed = [ModelRef.parse(ref) for ref in refs]
+    for ref in parsed:
+        store.resolve(ref)
+    if every_model:
+        named = {ref.name for ref in parsed}
+        return parsed + [
+            ModelRef(info.name)
+            for info in store.list_models()
+            if info.name not in named and info.version_count
+        ]
+    if parsed:
         return parsed
     return [
         ModelRef(info.name, alias=DEFAULT_ALIAS)

@@ -538,7 +538,7 @@ def test_every_followed_alias_is_served_by_number_and_an_unserved_version_says_h
             assert response.status_code == 404, response.text
             error = response.json()["error"]
             assert f"{MODEL}:{UNSERVED} is registered but this server does not serve it" in error
-            assert f"mlserve alias set {MODEL} production {UNSERVED}" in error
+            assert f"mlserve alias set {MODEL} staging {UNSERVED}" in error
             assert "x-model-version" not in response.headers
 
         unknown = client.post(f"/v2/models/{MODEL}/versions/99/infer", json=body)
