@@ -308,8 +308,8 @@ def oip_matrix(model: Model, rows: Sequence[Row]) -> HttpRequest | None:
     data = matrix_cells(model, rows)
     if data is None:
         return None
-    # Flat, row-major, as tritonclient writes it (nested data with a null in it: see the
-    # xfail test of the nested 2-D tensor).
+    # Flat, row-major, as tritonclient writes it (nested data, with or without nulls, reads the
+    # same: test_a_null_in_nested_tensor_data_is_a_missing_value).
     flat = [value for values in data for value in values]
     tensor = {"name": "input-0", "shape": [len(rows), len(model.features)], "datatype": "FP64"}
     body = dumps({"inputs": [{**tensor, "data": flat}], "outputs": _PROBA_OUTPUTS})

@@ -63,6 +63,17 @@ def load_sklearn(path: Path, *, safe: bool) -> Any:
         raise ArtifactError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from None
 
 
+def _quiet_arithmetic() -> np.errstate:
+    """A context for model code: a value the input checker accepts (any finite float64, for a
+    model that computes in float64) may overflow in the model's arithmetic (1e308 times a
+    coefficient), and the infinities may meet (scikit-learn sums an array to test that it is
+    finite: inf + -inf). The result decides the row (scikit-learn refuses the infinity it is
+    handed next; an infinite score is still a prediction), so numpy's RuntimeWarning would only
+    print on a terminal or in the server's log. A new context each time: one cannot be entered
+    twice at once, and each holds for its own thread only."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 class SklearnRuntime:
     """Any scikit-learn estimator or Pipeline; thread-safe for prediction."""
 
@@ -144,20 +155,22 @@ class SklearnRuntime:
         kernel = self._kernel
         if not isinstance(kernel, ForestKernel) or not kernel.is_classifier:
             return self.predict(batch), self.predict_proba(batch)
-        rows, taken = self._kernel_rows(batch, kernel)
-        if taken:
-            probabilities = kernel.predict_proba(rows)
-            return kernel.classes_of(probabilities), probabilities
-        final = self._final_estimator
-        return np.asarray(final.predict(rows)), np.asarray(final.predict_proba(rows))
+        with _quiet_arithmetic():
+            rows, taken = self._kernel_rows(batch, kernel)
+            if taken:
+                probabilities = kernel.predict_proba(rows)
+                return kernel.classes_of(probabilities), probabilities
+            final = self._final_estimator
+            return np.asarray(final.predict(rows)), np.asarray(final.predict_proba(rows))
 
     def _call(self, method: str, batch: Batch) -> np.ndarray:
         """``method`` of the kernel when it takes these rows, else of the estimator."""
         kernel = self._kernel
-        if kernel is None or (method == "predict_proba" and not kernel.has_proba):
-            return np.asarray(getattr(self._estimator, method)(self._prepare(batch)))
-        rows, taken = self._kernel_rows(batch, kernel)
-        return np.asarray(getattr(kernel if taken else self._final_estimator, method)(rows))
+        with _quiet_arithmetic():
+            if kernel is None or (method == "predict_proba" and not kernel.has_proba):
+                return np.asarray(getattr(self._estimator, method)(self._prepare(batch)))
+            rows, taken = self._kernel_rows(batch, kernel)
+            return np.asarray(getattr(kernel if taken else self._final_estimator, method)(rows))
 
     @property
     def _final_estimator(self) -> Any:
@@ -176,17 +189,16 @@ class SklearnRuntime:
             # Float64 rows in signature order are what a frame of them turns back into below;
             # batch scoring hands over such matrices, and skipping the round trip saves a copy.
             return batch, True
-        rows = self._kernel_input(self._prepare(batch))
-        return rows, isinstance(rows, np.ndarray) and kernel.accepts(rows)
-
-    def _kernel_input(self, x: Batch) -> Any:
-        """What the final estimator itself sees: the pipeline's transforms applied, and a frame
-        of float64 columns as its array (scikit-learn converts it the same way)."""
+        rows = self._prepare(batch)
         if self._prefix is not None:
-            x = self._prefix.transform(x)
-        if isinstance(x, pd.DataFrame) and all(d == np.float64 for d in x.dtypes):
-            return x.to_numpy()
-        return x
+            rows = self._prefix.transform(rows)
+        # The kernel takes a frame of float64 columns as its array (scikit-learn converts it
+        # the same way); the estimator, when the kernel does not take the rows, gets the frame
+        # itself: fitted on one, it warns that an array "does not have valid feature names".
+        if isinstance(rows, pd.DataFrame) and all(d == np.float64 for d in rows.dtypes):
+            array = rows.to_numpy()
+            return (array, True) if kernel.accepts(array) else (rows, False)
+        return rows, isinstance(rows, np.ndarray) and kernel.accepts(rows)
 
     def _prepare(self, batch: Batch) -> Batch:
         """Put rows in signature order, as a frame when the model was fitted on one."""

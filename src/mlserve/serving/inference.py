@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from mlserve.errors import InvalidInput, Overloaded
-from mlserve.inputs import refusal_reason
+from mlserve.inputs import CheckedRows, refusal_reason
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
 from mlserve.runtimes import Batch, Runtime
 from mlserve.serving.executor import InferenceExecutor
+from mlserve.serving.tabular import accept
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -43,23 +45,58 @@ def check_outputs(name: str, runtime: Runtime, names: Sequence[str]) -> list[str
 def compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Runs in a worker thread: every requested output from one batch.
 
-    Raises InvalidInput when the model refuses the rows: the input checker let them through,
-    but scikit-learn raises ValueError for values the model cannot take (an encoder that errors
-    on an unknown category under unknown_categories: accept), the request's fault.
+    Raises InvalidInput when the model refuses rows: the input checker let them through, but
+    scikit-learn raises ValueError for values the model cannot take (an encoder that errors on
+    an unknown category under unknown_categories: accept), the request's fault. The error
+    names the first refused row and counts the others, as every door words it.
     """
-    results: dict[str, np.ndarray] = {}
     try:
-        if PREDICT in outputs and PREDICT_PROBA in outputs:
-            results[PREDICT], results[PREDICT_PROBA] = runtime.predict_with_proba(batch)
-        elif PREDICT in outputs:
-            results[PREDICT] = runtime.predict(batch)
-        elif PREDICT_PROBA in outputs:
-            results[PREDICT_PROBA] = runtime.predict_proba(batch)
+        return _outputs(runtime, batch, outputs)
     except ValueError as exc:
-        # One row: the reason is that row's, as batch jobs give it; more rows: the request's.
-        prefix = "row 0: " if len(batch) == 1 else ""
-        raise InvalidInput(f"{prefix}{refusal_reason(exc)}") from None
+        reason = refusal_reason(exc)
+    refused = _refused_rows(runtime, batch, outputs) if len(batch) > 1 else {0: reason}
+    if refused:
+        rejected = np.zeros(len(batch), dtype=bool)
+        rejected[list(refused)] = True
+        accept(CheckedRows(batch, rejected, refused))  # raises InvalidInput naming the first
+    # Each row alone is taken: the model refuses these rows together, not any one of them.
+    raise InvalidInput(reason)
+
+
+def _outputs(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    results: dict[str, np.ndarray] = {}
+    if PREDICT in outputs and PREDICT_PROBA in outputs:
+        results[PREDICT], results[PREDICT_PROBA] = runtime.predict_with_proba(batch)
+    elif PREDICT in outputs:
+        results[PREDICT] = runtime.predict(batch)
+    elif PREDICT_PROBA in outputs:
+        results[PREDICT_PROBA] = runtime.predict_proba(batch)
     return results
+
+
+def _refused_rows(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[int, str]:
+    """Each row of ``batch`` (which the model refused) that the model refuses on its own, with
+    the reason it gives for that row, found as batch jobs find them: by halving the rows, so
+    the predict calls grow with the refused rows rather than the batch. The error path only."""
+    refused: dict[int, str] = {}
+    ranges = _halves(0, len(batch))
+    while ranges:
+        start, stop = ranges.pop()
+        part = batch.iloc[start:stop] if isinstance(batch, pd.DataFrame) else batch[start:stop]
+        try:
+            _outputs(runtime, part, outputs)
+        except ValueError as exc:
+            if stop - start == 1:
+                refused[start] = refusal_reason(exc)
+            else:
+                ranges += _halves(start, stop)
+    return refused
+
+
+def _halves(start: int, stop: int) -> list[tuple[int, int]]:
+    """``start:stop`` in two, the first half last (popped first)."""
+    middle = (start + stop) // 2
+    return [(middle, stop), (start, middle)]
 
 
 class PredictTiming:

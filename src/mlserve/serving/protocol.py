@@ -6,6 +6,7 @@ arrays from then on; nothing downstream re-validates them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from dataclasses import dataclass, field
@@ -233,11 +234,11 @@ def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any, count:
     if not isinstance(data, list):
         data = [data]
     try:
+        # Nested lists of unequal lengths raise; nulls among numbers give an object array of
+        # the nesting's shape, which _cast reads like flat data.
         raw = np.asarray(data)
     except ValueError:
         raise InvalidInput(f"input {name!r}: nested 'data' is ragged") from None
-    if raw.dtype == object and raw.ndim > 1:
-        raise InvalidInput(f"input {name!r}: nested 'data' is ragged")
     raw = raw.reshape(-1)
     if raw.size != count:
         raise InvalidInput(f"input {name!r}: shape needs {count} elements, got {raw.size}")
@@ -270,6 +271,9 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np
     if kind == "O" and dtype.kind == "f":  # nulls among numbers: NaN
         try:
             return raw.astype(dtype)
+        except OverflowError:  # an integer past float64: infinite, as its text reads
+            with contextlib.suppress(TypeError, ValueError):  # not numbers: refused below
+                return np.array([_float(value) for value in raw], dtype=dtype)
         except (TypeError, ValueError):
             pass
     if kind not in "biuf" and raw.size:
@@ -281,6 +285,16 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}")
     return raw.astype(dtype)
+
+
+def _float(value: Any) -> float:
+    """A JSON number (or null, as NaN) as a float; an integer past float64 is infinite."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def datatype_of(array: np.ndarray) -> str:

@@ -386,6 +386,23 @@ def test_loads_json_reads_what_python_json_dumps_writes() -> None:
     assert loads_json(memoryview(b'{"k": [1, 2.5]}')) == {"k": [1, 2.5]}
 
 
+@pytest.mark.parametrize(
+    "value", [2**64, -(2**63) - 1, 10**30, -(10**40), 2**64 - 1, -(2**63), 10**400]
+)
+def test_loads_json_reads_integers_of_any_size_exactly(value: int) -> None:
+    body = json.dumps({"a": value, "b": [1.5, value, "x"]})
+    assert loads_json(body.encode()) == {"a": value, "b": [1.5, value, "x"]}
+    assert loads_json(memoryview(str(value).encode())) == value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[12345678901234567890.5]", b"[0.12345678901234567890123]", b'["12345678901234567890"]'],
+)
+def test_loads_json_reads_long_digit_runs_that_are_no_integer_as_written(body: bytes) -> None:
+    assert loads_json(body) == json.loads(body)
+
+
 @pytest.mark.parametrize("body", [b'{"a": }', b"[1, 2", b"", b"NaNa", b'{"a": nan}'])
 def test_loads_json_refuses_text_that_is_not_json(body: bytes) -> None:
     with pytest.raises(ValueError, match=r"."):

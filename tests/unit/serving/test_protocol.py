@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import numpy as np
@@ -138,6 +139,12 @@ def request(**tensor: Any) -> bytes:
     return orjson.dumps({"inputs": [{"name": "x", "datatype": "FP64", **tensor}]})
 
 
+def request_text(**tensor: Any) -> bytes:
+    """A JSON request with one tensor, as json.dumps writes it (orjson.dumps refuses integers
+    past 64 bits; json.dumps writes their digits)."""
+    return json.dumps({"inputs": [{"name": "x", "datatype": "FP64", **tensor}]}).encode()
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -145,6 +152,7 @@ def request(**tensor: Any) -> bytes:
         (request(shape=[2**32, 2**32], data=[]), "shape needs 18446744073709551616 elements"),
         (request(shape=[0, 2**63], data=[]), "too large"),
         (request(shape=[2], data=[1.0, "a"]), "FP64 data must be numbers"),
+        (request_text(shape=[2], data=[10**400, "a"]), "FP64 data must be numbers"),
         (request(shape=[1], data=[[1.0, 2.0], [3.0]]), "ragged"),
     ],
 )
@@ -156,6 +164,18 @@ def test_invalid_tensors_raise_invalid_input(body: bytes, fragment: str) -> None
 def test_nulls_among_numbers_decode_as_nan() -> None:
     [tensor] = decode_request(request(shape=[3], data=[1.0, None, 2.0])).inputs
     np.testing.assert_array_equal(tensor.data, [1.0, np.nan, 2.0])
+
+
+def test_nulls_in_nested_data_decode_as_nan() -> None:
+    data = [[1.0, None], [None, 2.0]]
+    [tensor] = decode_request(request(shape=[2, 2], data=data)).inputs
+    np.testing.assert_array_equal(tensor.data, [[1.0, np.nan], [np.nan, 2.0]])
+
+
+def test_integers_past_float64_decode_as_infinities() -> None:
+    data = [[10**400, None], [-(10**400), 2]]
+    [tensor] = decode_request(request_text(shape=[2, 2], data=data)).inputs
+    np.testing.assert_array_equal(tensor.data, [[np.inf, np.nan], [-np.inf, 2.0]])
 
 
 def test_uint64_beyond_int64_decodes_exactly_from_json() -> None:
