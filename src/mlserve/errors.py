@@ -75,6 +75,14 @@ class AliasNotFound(NotFound):
         self.name, self.alias = name, alias
 
 
+class RolloutNotFound(NotFound):
+    """The model exists but has no active rollout."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} has no active rollout")
+        self.name = name
+
+
 class InvalidReference(InvalidInput):
     """A model reference such as ``churn@production`` could not be parsed."""
 

@@ -1,6 +1,7 @@
-"""The model registry: versions, aliases, training runs and their artifacts."""
+"""The model registry: versions, aliases, rollouts, training runs and their artifacts."""
 
 from mlserve.registry.artifacts import ArtifactStore
+from mlserve.registry.rollouts import Rollout, RolloutEvent, RolloutLimits
 from mlserve.registry.store import (
     AliasEvent,
     ModelInfo,
@@ -17,5 +18,8 @@ __all__ = [
     "ModelVersion",
     "NewVersion",
     "RegistryStore",
+    "Rollout",
+    "RolloutEvent",
+    "RolloutLimits",
     "TrainingRun",
 ]

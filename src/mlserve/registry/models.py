@@ -132,3 +132,45 @@ class TrainingRunRow(Base):
     duration_s: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+
+class RolloutRow(Base):
+    """A candidate version served beside production: its traffic shares, limits and outcome.
+
+    ``active_model_id`` is the model's id while the rollout is active and NULL once it ended:
+    its unique constraint backs up "one active rollout per model" on every database.
+    """
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False, index=True)
+    active_model_id: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    production: Mapped[int] = mapped_column(Integer, nullable=False)
+    candidate: Mapped[int] = mapped_column(Integer, nullable=False)
+    canary: Mapped[float] = mapped_column(Float, nullable=False)
+    shadow: Mapped[float] = mapped_column(Float, nullable=False)
+    sticky_header: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    max_error_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_p99_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_s: Mapped[float] = mapped_column(Float, nullable=False)
+    min_requests: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+
+class RolloutEventRow(Base):
+    """Audit trail of rollouts: who started, changed, promoted or rolled back which, and how."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False, index=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
