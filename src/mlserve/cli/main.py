@@ -23,6 +23,7 @@ from mlserve.cli import (
     log_cmd,
     predict_cmd,
     registry_cmds,
+    rollout_cmd,
     serve_cmd,
     status_cmd,
     train_cmd,
@@ -134,8 +135,10 @@ app.command(name="batch")(batch_cmd.batch)
 app.command(name="status")(status_cmd.status)
 app.command(name="drift")(drift_cmd.drift)
 app.command(name="serve")(serve_cmd.serve)
+app.command(name="compare")(rollout_cmd.compare)
 app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
+app.add_typer(rollout_cmd.rollout_app, name="rollout")
 app.add_typer(registry_cmds.runs_app, name="runs")
 app.add_typer(log_cmd.log_app, name="log")
 
