@@ -3,54 +3,28 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from mlserve import __version__
-from mlserve.errors import (
-    AliasNotFound,
-    Conflict,
-    InvalidInput,
-    ModelNotFound,
-    RolloutNotFound,
-    VersionNotFound,
-)
+from mlserve.errors import AliasNotFound, Conflict, InvalidInput, VersionNotFound
 from mlserve.registry.artifacts import ArtifactStore
-from mlserve.registry.migrations.runner import upgrade_database
+from mlserve.registry.database import READY
 from mlserve.registry.models import (
     AliasEventRow,
     AliasRow,
     ModelRow,
-    RolloutEventRow,
-    RolloutRow,
     TrainingRunRow,
     VersionRow,
     utcnow,
 )
-from mlserve.registry.rollouts import (
-    ACTIVE,
-    PROMOTED,
-    ROLLED_BACK,
-    Rollout,
-    RolloutAction,
-    RolloutEvent,
-    RolloutLimits,
-    check_settings,
-    describe_changes,
-    describe_start,
-    to_rollout,
-    to_rollout_event,
-    write_settings,
-)
+from mlserve.registry.rollout_store import RolloutStore
 from mlserve.types import (
     DEFAULT_ALIAS,
     ModelRef,
@@ -62,11 +36,8 @@ from mlserve.types import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-_READY = "ready"
 _PENDING = "pending"
-_NO_LIMITS = RolloutLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,22 +126,17 @@ class NewVersion:
     reference_profile: dict[str, Any] | None = None
 
 
-class RegistryStore:
+class RegistryStore(RolloutStore):
     """The model registry. Thread-safe; each call runs in its own short transaction.
 
-    Raises ModelNotFound, VersionNotFound, AliasNotFound, InvalidReference and ArtifactError.
+    Versions, aliases and training runs are here; rollouts in `RolloutStore`, the database
+    helpers in `Database`. Raises ModelNotFound, VersionNotFound, AliasNotFound,
+    InvalidReference and ArtifactError.
     """
 
     def __init__(self, database_url: str, artifact_root: str, cache_dir: Path) -> None:
-        self.database_url = database_url
-        self._engine = _make_engine(database_url)
-        upgrade_database(self._engine)
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        super().__init__(database_url)
         self.artifacts = ArtifactStore(artifact_root, cache_dir)
-
-    def close(self) -> None:
-        """Release database connections."""
-        self._engine.dispose()
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -272,7 +238,7 @@ class RegistryStore:
             session.execute(
                 update(VersionRow)
                 .where(VersionRow.model_id == model_id, VersionRow.version == version)
-                .values(status=_READY)
+                .values(status=READY)
             )
             session.commit()
 
@@ -326,7 +292,7 @@ class RegistryStore:
                 versions = list(
                     session.scalars(
                         select(VersionRow.version).where(
-                            VersionRow.model_id == model.id, VersionRow.status == _READY
+                            VersionRow.model_id == model.id, VersionRow.status == READY
                         )
                     )
                 )
@@ -356,7 +322,7 @@ class RegistryStore:
             model = self._model(session, name)
             rows = session.scalars(
                 select(VersionRow)
-                .where(VersionRow.model_id == model.id, VersionRow.status == _READY)
+                .where(VersionRow.model_id == model.id, VersionRow.status == READY)
                 .order_by(VersionRow.version)
             )
             return [self._to_version(session, model, row) for row in rows]
@@ -434,245 +400,6 @@ class RegistryStore:
             )
             return [_to_event(name, row) for row in rows]
 
-    # -- rollouts -------------------------------------------------------------------------------
-
-    def start_rollout(
-        self,
-        name: str,
-        candidate: int,
-        *,
-        canary: float = 0.0,
-        shadow: float = 0.0,
-        sticky_header: str | None = None,
-        limits: RolloutLimits = _NO_LIMITS,
-        actor: str = "",
-    ) -> Rollout:
-        """Put version ``candidate`` beside the one ``production`` points at.
-
-        Raises InvalidInput for a setting out of range, VersionNotFound for an unknown
-        candidate, and Conflict when the model has no production alias, the candidate is
-        production, or another rollout of the model is active.
-        """
-        check_settings(canary, shadow, sticky_header, limits)
-
-        def begin() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                production = session.scalar(
-                    select(AliasRow.version).where(
-                        AliasRow.model_id == model.id, AliasRow.alias == DEFAULT_ALIAS
-                    )
-                )
-                if production is None:
-                    raise Conflict(
-                        f"model {name!r} has no {DEFAULT_ALIAS} alias to roll out against; "
-                        f"set one first: mlserve alias set {name} {DEFAULT_ALIAS} VERSION"
-                    )
-                self._version_row(session, model, candidate)
-                if candidate == production:
-                    raise Conflict(
-                        f"version {candidate} of {name!r} is already {DEFAULT_ALIAS}; "
-                        "a rollout needs another version as its candidate"
-                    )
-                active = self._active_rollout_row(session, model)
-                if active is not None:
-                    raise Conflict(
-                        f"model {name!r} already has an active rollout (candidate "
-                        f"{active.candidate}); change it with `mlserve rollout set`, or end it "
-                        "with `mlserve rollout promote` or `mlserve rollout rollback`"
-                    )
-                now = utcnow()
-                row = RolloutRow(
-                    model_id=model.id,
-                    active_model_id=model.id,
-                    production=production,
-                    candidate=candidate,
-                    state=ACTIVE,
-                    reason="",
-                    actor=actor,
-                    started_at=now,
-                    updated_at=now,
-                )
-                write_settings(row, canary, shadow, sticky_header, limits)
-                session.add(row)
-                session.flush()  # the row's id, for its event
-                detail = describe_start(to_rollout(name, row))
-                self._record_rollout_event(session, row, "start", detail, actor, now)
-                session.commit()
-                return to_rollout(name, row)
-
-        rollout = self._retry(begin)
-        log.info(
-            "rollout started",
-            extra={"model": name, "rollout": rollout.id, "candidate": rollout.candidate},
-        )
-        return rollout
-
-    def update_rollout(
-        self,
-        name: str,
-        *,
-        canary: float | None = None,
-        shadow: float | None = None,
-        sticky_header: str | None = None,
-        clear_sticky: bool = False,
-        limits: RolloutLimits | None = None,
-        actor: str = "",
-    ) -> Rollout:
-        """Change the active rollout's shares, sticky header or limits (None: unchanged).
-
-        A change that changes nothing writes nothing. Raises RolloutNotFound when the model
-        has no active rollout, InvalidInput for a setting out of range.
-        """
-        if clear_sticky and sticky_header is not None:
-            raise InvalidInput("give a sticky header or clear it, not both")
-
-        def change() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                row = self._active_rollout_row(session, model)
-                if row is None:
-                    raise RolloutNotFound(name)
-                before = to_rollout(name, row)
-                after = replace(
-                    before,
-                    canary=before.canary if canary is None else canary,
-                    shadow=before.shadow if shadow is None else shadow,
-                    sticky_header=None
-                    if clear_sticky
-                    else (sticky_header if sticky_header is not None else before.sticky_header),
-                    limits=before.limits if limits is None else limits,
-                )
-                check_settings(after.canary, after.shadow, after.sticky_header, after.limits)
-                detail = describe_changes(before, after)
-                if not detail:
-                    return before
-                now = utcnow()
-                write_settings(row, after.canary, after.shadow, after.sticky_header, after.limits)
-                row.updated_at = now
-                self._record_rollout_event(session, row, "set", detail, actor, now)
-                session.commit()
-                return to_rollout(name, row)
-
-        rollout = self._retry(change)
-        log.info("rollout changed", extra={"model": name, "rollout": rollout.id})
-        return rollout
-
-    def promote_rollout(self, name: str, *, actor: str = "") -> Rollout:
-        """End the active rollout by pointing ``production`` at its candidate, in one transaction.
-
-        The alias move is recorded in the alias audit trail as `set_alias` records it. Raises
-        RolloutNotFound when the model has no active rollout.
-        """
-
-        def promote() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                row = self._active_rollout_row(session, model)
-                if row is None:
-                    raise RolloutNotFound(name)
-                self._version_row(session, model, row.candidate)
-                moved = self._move_alias(session, model, DEFAULT_ALIAS, row.candidate, actor)
-                now = moved.at
-                row.state, row.active_model_id, row.updated_at = PROMOTED, None, now
-                row.reason = f"candidate {row.candidate} promoted to {DEFAULT_ALIAS}"
-                detail = f"{DEFAULT_ALIAS} {moved.from_version or 'none'} -> {moved.to_version}"
-                self._record_rollout_event(session, row, "promote", detail, actor, now)
-                session.commit()
-                return to_rollout(name, row)
-
-        rollout = self._retry(promote)
-        log.info(
-            "rollout promoted",
-            extra={"model": name, "rollout": rollout.id, "candidate": rollout.candidate},
-        )
-        return rollout
-
-    def rollback_rollout(
-        self, name: str, reason: str, *, actor: str = "", rollout_id: int | None = None
-    ) -> Rollout:
-        """End the active rollout without moving ``production``: traffic returns to it, since an
-        ended rollout routes nothing.
-
-        With ``rollout_id``, a rollout of the model that has already ended is returned as it
-        is: several server processes may decide to roll the same rollout back, and all but
-        the first find it done. Raises RolloutNotFound when there is nothing to roll back.
-        """
-        reason = " ".join(reason.split()) or "no reason given"  # one line in the audit trail
-
-        def roll_back() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                if rollout_id is None:
-                    row = self._active_rollout_row(session, model)
-                else:
-                    row = session.scalar(
-                        select(RolloutRow).where(
-                            RolloutRow.id == rollout_id, RolloutRow.model_id == model.id
-                        )
-                    )
-                    if row is not None and row.state != ACTIVE:
-                        return to_rollout(name, row)
-                if row is None:
-                    raise RolloutNotFound(name)
-                now = utcnow()
-                row.state, row.active_model_id, row.updated_at = ROLLED_BACK, None, now
-                row.reason = reason
-                self._record_rollout_event(session, row, "rollback", reason, actor, now)
-                session.commit()
-                return to_rollout(name, row)
-
-        rollout = self._retry(roll_back)
-        log.info(
-            "rollout rolled back",
-            extra={"model": name, "rollout": rollout.id, "reason": rollout.reason},
-        )
-        return rollout
-
-    def rollout(self, name: str) -> Rollout | None:
-        """The model's active rollout, if any; raises ModelNotFound."""
-        with self._session() as session:
-            model = self._model(session, name)
-            row = self._active_rollout_row(session, model)
-            return None if row is None else to_rollout(name, row)
-
-    def active_rollouts(self) -> list[Rollout]:
-        """Every active rollout of every model, by model name, in one query."""
-        with self._session() as session:
-            rows = session.execute(
-                select(RolloutRow, ModelRow.name)
-                .join(ModelRow, ModelRow.id == RolloutRow.model_id)
-                .where(RolloutRow.state == ACTIVE)
-                .order_by(ModelRow.name)
-            )
-            return [to_rollout(model_name, row) for row, model_name in rows]
-
-    def rollouts(self, name: str) -> list[Rollout]:
-        """Every rollout of a model, active or ended, newest first."""
-        with self._session() as session:
-            model = self._model(session, name)
-            rows = session.scalars(
-                select(RolloutRow)
-                .where(RolloutRow.model_id == model.id)
-                .order_by(RolloutRow.id.desc())
-            )
-            return [to_rollout(name, row) for row in rows]
-
-    def rollout_history(self, name: str) -> list[RolloutEvent]:
-        """The audit trail of a model's rollouts, oldest first."""
-        with self._session() as session:
-            model = self._model(session, name)
-            rows = session.scalars(
-                select(RolloutEventRow)
-                .where(RolloutEventRow.model_id == model.id)
-                .order_by(RolloutEventRow.id)
-            )
-            return [to_rollout_event(name, row) for row in rows]
-
     # -- training runs --------------------------------------------------------------------------
 
     def record_run(self, name: str, run: TrainingRun) -> TrainingRun:
@@ -717,109 +444,6 @@ class RegistryStore:
 
     # -- internals ------------------------------------------------------------------------------
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions() as session:
-            yield session
-
-    def _retry(self, operation: Callable[[], T], attempts: int = 8) -> T:
-        """Run ``operation``, retrying when the database reports a transient lock conflict."""
-        for attempt in range(attempts):
-            try:
-                return operation()
-            except OperationalError as exc:
-                if attempt == attempts - 1 or not _is_transient(exc):
-                    raise
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _model(session: Session, name: str) -> ModelRow:
-        model = session.scalar(select(ModelRow).where(ModelRow.name == name))
-        if model is None:
-            raise ModelNotFound(name)
-        return model
-
-    @staticmethod
-    def _lock_model(session: Session, model: ModelRow) -> None:
-        """Serialize alias and rollout changes of one model until the session commits.
-
-        A no-op write takes the write lock (SQLite) or the row lock (PostgreSQL) before the
-        alias or rollout is read, so two concurrent moves cannot both record the same "from"
-        version, nor two starts both find no active rollout.
-        """
-        session.execute(
-            update(ModelRow)
-            .where(ModelRow.id == model.id)
-            .values(last_version=ModelRow.last_version)
-            .execution_options(synchronize_session=False)
-        )
-
-    @staticmethod
-    def _move_alias(
-        session: Session, model: ModelRow, alias: str, version: int, actor: str
-    ) -> AliasEventRow:
-        """Point ``alias`` at ``version`` and add its audit row; the caller holds the model lock
-        and commits."""
-        row = session.scalar(
-            select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
-        )
-        previous = row.version if row is not None else None
-        now = utcnow()
-        if row is None:
-            session.add(AliasRow(model_id=model.id, alias=alias, version=version, updated_at=now))
-        else:
-            row.version, row.updated_at = version, now
-        event_row = AliasEventRow(
-            model_id=model.id,
-            alias=alias,
-            from_version=previous,
-            to_version=version,
-            actor=actor,
-            at=now,
-        )
-        session.add(event_row)
-        return event_row
-
-    @staticmethod
-    def _active_rollout_row(session: Session, model: ModelRow) -> RolloutRow | None:
-        return session.scalar(
-            select(RolloutRow).where(RolloutRow.model_id == model.id, RolloutRow.state == ACTIVE)
-        )
-
-    @staticmethod
-    def _record_rollout_event(
-        session: Session,
-        row: RolloutRow,
-        action: RolloutAction,
-        detail: str,
-        actor: str,
-        at: datetime,
-    ) -> None:
-        session.add(
-            RolloutEventRow(
-                model_id=row.model_id,
-                rollout_id=row.id,
-                action=action,
-                detail=detail,
-                actor=actor,
-                at=at,
-            )
-        )
-
-    @staticmethod
-    def _version_row(session: Session, model: ModelRow, version: int) -> VersionRow:
-        row = session.scalar(
-            select(VersionRow).where(
-                VersionRow.model_id == model.id,
-                VersionRow.version == version,
-                VersionRow.status == _READY,
-            )
-        )
-        if row is None:
-            raise VersionNotFound(model.name, version)
-        return row
-
     def _alias_target(self, session: Session, model: ModelRow, alias: str) -> VersionRow:
         row = session.scalar(
             select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
@@ -832,7 +456,7 @@ class RegistryStore:
     def _latest_row(session: Session, model: ModelRow) -> VersionRow:
         row = session.scalar(
             select(VersionRow)
-            .where(VersionRow.model_id == model.id, VersionRow.status == _READY)
+            .where(VersionRow.model_id == model.id, VersionRow.status == READY)
             .order_by(VersionRow.version.desc())
             .limit(1)
         )
@@ -889,28 +513,3 @@ def _to_run(name: str, row: TrainingRunRow) -> TrainingRun:
         git_commit=row.git_commit,
         started_at=row.started_at,
     )
-
-
-def _is_transient(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
-    return "locked" in text or "busy" in text or "deadlock" in text or "serialize" in text
-
-
-def _make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        database = url.split(":///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers run while one process writes; foreign keys are off by default.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
