@@ -19,6 +19,15 @@ class InvalidInput(MlserveError):
     """The user's input (a reference, a dataset, a request) is malformed or inconsistent."""
 
 
+class ModelRefused(InvalidInput):
+    """The model itself refused rows the input checks let through (its predict raised
+    ValueError): the request's fault, named by row once the refused rows are found."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Conflict(MlserveError):
     """The request contradicts the current state (e.g. a name already taken)."""
 

@@ -34,6 +34,13 @@ class ServingMetrics:
     cache_misses: Counter
     unknown_categories: Counter
     reloads: Counter
+    routed: Counter
+    rollout_weight: Gauge
+    rollbacks: Counter
+    shadow_requests: Counter
+    shadow_rows: Counter
+    shadow_abs_difference: Counter
+    shadow_latency: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -142,6 +149,56 @@ class ServingMetrics:
                 "Versions loaded (result=loaded) or that failed to load (result=failed), at "
                 "start-up and when an alias moves.",
                 ("model", "result"),
+                registry=registry,
+            ),
+            routed=Counter(
+                "mlserve_routed_requests",
+                "Requests for a model with an active rollout, by the version that answered and "
+                "why (production, canary, sticky, explicit).",
+                ("model", "version", "route"),
+                registry=registry,
+            ),
+            rollout_weight=Gauge(
+                "mlserve_rollout_weight_percent",
+                "Share of a model's requests its rollout sends to each version (canary), and "
+                "mirrors to it (shadow); 0 when no rollout is active.",
+                ("model", "version", "kind"),
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+            rollbacks=Counter(
+                "mlserve_rollout_rollbacks",
+                "Rollouts this server rolled back because the candidate broke a guardrail.",
+                ("model",),
+                registry=registry,
+            ),
+            shadow_requests=Counter(
+                "mlserve_shadow_requests",
+                "Requests mirrored to a rollout's shadow version, by result: compared, failed "
+                "(the shadow raised; the client never sees it), dropped (too many in flight).",
+                ("model", "version", "result"),
+                registry=registry,
+            ),
+            shadow_rows=Counter(
+                "mlserve_shadow_rows",
+                "Rows the shadow version predicted, by whether its predicted class agreed with "
+                "the answer sent (classifiers; agreement=value for regressors).",
+                ("model", "version", "agreement"),
+                registry=registry,
+            ),
+            shadow_abs_difference=Counter(
+                "mlserve_shadow_abs_difference",
+                "Sum over rows of |shadow prediction - answer sent| (regressors): divided by "
+                "mlserve_shadow_rows_total it is the mean absolute difference.",
+                ("model", "version"),
+                registry=registry,
+            ),
+            shadow_latency=Histogram(
+                "mlserve_shadow_predict_duration_seconds",
+                "Predict time of mirrored requests: arm=shadow for the shadow version (the "
+                "version label), arm=primary for the version that answered the same requests.",
+                ("model", "version", "arm"),
+                buckets=LATENCY_BUCKETS_S,
                 registry=registry,
             ),
         )

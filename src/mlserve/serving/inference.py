@@ -7,11 +7,12 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
-from mlserve.errors import InvalidInput, Overloaded
+from mlserve.errors import InvalidInput, ModelRefused, Overloaded
 from mlserve.inputs import CheckedRows, refusal_reason
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
@@ -45,15 +46,24 @@ def check_outputs(name: str, runtime: Runtime, names: Sequence[str]) -> list[str
 def compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Runs in a worker thread: every requested output from one batch.
 
-    Raises InvalidInput when the model refuses rows: the input checker let them through, but
+    Raises ModelRefused when the model refuses rows: the input checker let them through, but
     scikit-learn raises ValueError for values the model cannot take (an encoder that errors on
-    an unknown category under unknown_categories: accept), the request's fault. The error
-    names the first refused row and counts the others, as every door words it.
+    an unknown category under unknown_categories: accept), the request's fault. Which rows, the
+    caller finds with `name_refused_rows` on one request's rows: a batch of many requests is
+    split back into its requests first.
     """
     try:
         return _outputs(runtime, batch, outputs)
     except ValueError as exc:
-        reason = refusal_reason(exc)
+        raise ModelRefused(refusal_reason(exc)) from None
+
+
+def name_refused_rows(
+    runtime: Runtime, batch: Batch, outputs: tuple[str, ...], reason: str
+) -> NoReturn:
+    """Runs in a worker thread, on one request's rows that the model refused (with
+    ``reason``): raises InvalidInput naming the first refused row and counting the others, as
+    every door words it."""
     refused = _refused_rows(runtime, batch, outputs) if len(batch) > 1 else {0: reason}
     if refused:
         rejected = np.zeros(len(batch), dtype=bool)

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +19,9 @@ from mlserve.errors import Forbidden, PayloadTooLarge, Unauthorized
 from mlserve.logging import model_var, new_request_id, request_id_var, version_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.serving.errors import error_response
+
+if TYPE_CHECKING:
+    from mlserve.serving.rollout import Routed
 
 log = logging.getLogger("mlserve.access")
 
@@ -40,6 +43,8 @@ class RequestInfo:
     protocol: str
     model: str = ""
     version: str = ""
+    routed: Routed | None = None
+    """Set when a rollout chose the version: told the status and duration once answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,8 @@ class ObservabilityMiddleware:
             in_flight.dec()
             elapsed = time.perf_counter() - started
             self._observe(info, status_holder[0], elapsed, scope, path)
+            if info.routed is not None:
+                info.routed.answered(status_holder[0], elapsed)
             for var, token in zip((request_id_var, model_var, version_var), tokens, strict=True):
                 var.reset(token)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mlserve.errors import (
     AliasNotFound,
@@ -30,13 +30,23 @@ from mlserve.errors import (
     VersionNotFound,
 )
 from mlserve.monitoring.metrics import ServingMetrics
-from mlserve.registry import ModelInfo, RegistryStore
+from mlserve.registry import ModelInfo, RegistryStore, Rollout
+from mlserve.serving.rollout import (
+    VERSION_HEADER,
+    Routed,
+    ShadowMirror,
+    TrafficSplit,
+    same_inputs,
+)
 from mlserve.serving.served import ModelSource, ServedVersion, VersionLoader
 from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, VersionPolicy, read_manifest
 
 log = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "failed", "unloaded"]
+
+GUARDRAIL_ACTOR = "mlserve serve (guardrail)"
+"""Who the audit trail says rolled back a rollout whose candidate broke a guardrail."""
 
 
 @dataclass(slots=True)
@@ -63,6 +73,8 @@ class Wanted:
 
     followed: list[ModelSource | MlserveError]
     extra: list[ModelSource]
+    rollout: Rollout | None = None
+    """The model's active rollout (its candidate is among ``extra``)."""
 
 
 class ModelManager:
@@ -102,6 +114,14 @@ class ModelManager:
         self._paused: set[str] = set()
         """Models unloaded through the repository API: not followed until loaded again."""
         self._sync_lock: asyncio.Lock | None = None
+        self._splits: dict[str, TrafficSplit] = {}
+        """Active rollouts by model, as the request path applies them."""
+        self._routed = _Children(metrics.routed)
+        self._ended: set[int] = set()
+        """Rollouts this server rolled back: never applied again."""
+        self._unrecorded: dict[int, tuple[str, str]] = {}
+        """Rollbacks not yet recorded in the registry (it was down): rollout id -> (model,
+        reason), retried at every sync."""
 
     # -- lookups (the request path: memory only) -------------------------------------------------
 
@@ -167,6 +187,122 @@ class ModelManager:
             raise ModelNotFound(name)
         return sorted(self._served.get(name, {}), key=_version_key)
 
+    def route(
+        self, name: str, version: str | None, headers: Mapping[str, str]
+    ) -> tuple[ServedVersion, Routed | None]:
+        """The ready version for a request, and (when the model's rollout routed it) its
+        record. A version in the path or in the X-Model-Version header is taken as asked; a
+        bare name goes where the model's rollout sends it."""
+        if version is not None:
+            return self.get(name, version), None
+        split = self._splits.get(name)
+        explicit = headers.get(VERSION_HEADER)
+        if explicit:
+            served = self.get(name, explicit)
+            if split is not None:
+                self._routed[(name, served.version, "explicit")].inc()
+            return served, None
+        if split is None:
+            return self.get(name), None
+        key = headers.get(split.sticky_header) if split.sticky_header else None
+        production = self.get(name)
+        candidate = self._served[name].get(split.candidate) if split.choose(key) else None
+        served = candidate or production
+        route = "sticky" if key is not None else ("canary" if candidate else "production")
+        self._routed[(name, served.version, route)].inc()
+        return served, Routed(split, candidate is not None, production if candidate else None)
+
+    def rollout(self, name: str) -> TrafficSplit | None:
+        """The model's active rollout as this server applies it (None without one)."""
+        return self._splits.get(name)
+
+    def _split(self, name: str, rollout: Rollout | None) -> None:
+        """Apply ``name``'s rollout (None: none is active): the candidate takes its share once
+        it is served; until then, and after the rollout ends, production answers all."""
+        current = self._splits.get(name)
+        if rollout is not None and rollout.id in self._ended:
+            rollout = None  # rolled back here, not yet recorded in the registry
+        if rollout is None or str(rollout.candidate) not in self._served.get(name, {}):
+            if current is not None:
+                del self._splits[name]
+                self._set_weights(current.rollout, 0.0, 0.0)
+            return
+        if current is None or current.rollout != rollout:
+            self._splits[name] = (
+                current.updated(rollout) if current is not None else TrafficSplit(rollout)
+            )
+            self._set_weights(rollout, rollout.canary, rollout.shadow)
+            log.info(
+                "rollout applied",
+                extra={
+                    "model": name,
+                    "version": str(rollout.candidate),
+                    "canary": rollout.canary,
+                    "shadow": rollout.shadow,
+                },
+            )
+
+    def _mirror(self, name: str) -> None:
+        """Point the model's answering version's shadow at its rollout's candidate (when the
+        rollout mirrors and both take the same rows), and every other version's at nothing."""
+        versions = self._served.get(name, {})
+        split = self._splits.get(name)
+        primary = versions.get(self._default.get(name, ""))
+        candidate = versions.get(split.candidate) if split is not None else None
+        shadow = split.rollout.shadow if split is not None else 0.0
+        if primary is None or candidate is None or primary is candidate or shadow <= 0:
+            primary = None  # nothing mirrors
+        for served in versions.values():
+            if served.shadow is not None and served is not primary:
+                served.shadow = None
+        if primary is None or candidate is None:
+            return
+        if primary.shadow is not None and primary.shadow.shadow is candidate:
+            primary.shadow.percent = shadow
+        elif same_inputs(primary, candidate):
+            primary.shadow = ShadowMirror(candidate, shadow, self._metrics)
+        else:
+            log.warning(
+                "shadow needs the same input features in both versions; not mirroring",
+                extra={"model": name, "version": candidate.version},
+            )
+
+    def _set_weights(self, rollout: Rollout, canary: float, shadow: float) -> None:
+        version = str(rollout.candidate)
+        self._metrics.rollout_weight.labels(rollout.name, version, "canary").set(canary)
+        self._metrics.rollout_weight.labels(rollout.name, version, "shadow").set(shadow)
+
+    async def _guard(self) -> None:
+        """Roll back every rollout whose candidate broke a guardrail in this server's window
+        (several servers may decide it at once: the registry keeps the first)."""
+        assert self._store is not None
+        for name, split in list(self._splits.items()):
+            reason = split.breach()
+            if reason is None:
+                continue
+            del self._splits[name]  # production answers all from this request on
+            self._set_weights(split.rollout, 0.0, 0.0)
+            self._metrics.rollbacks.labels(name).inc()
+            log.warning(
+                "rollout rolled back",
+                extra={"model": name, "version": split.candidate, "reason": reason},
+            )
+            self._ended.add(split.rollout.id)
+            self._unrecorded[split.rollout.id] = (name, reason)
+        for rollout_id, (name, reason) in list(self._unrecorded.items()):
+            try:
+                await asyncio.to_thread(
+                    self._store.rollback_rollout,
+                    name,
+                    reason,
+                    actor=GUARDRAIL_ACTOR,
+                    rollout_id=rollout_id,
+                )
+            except Exception:  # the registry is down: recorded at a later sync
+                log.warning("could not record the rollback", exc_info=True)
+            else:
+                del self._unrecorded[rollout_id]
+
     async def explain_missing(self, name: str, version: str | None) -> NotFound:
         """The 404 for a model or version this server does not serve, saying whether the
         registry has it and how to serve it (the registry is read in a worker thread)."""
@@ -229,6 +365,7 @@ class ModelManager:
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:
+            await self._guard()
             try:
                 wanted = await asyncio.to_thread(self._resolve_all)
             except Exception:  # a registry that is down: keep serving what we have
@@ -266,10 +403,21 @@ class ModelManager:
                 continue
             source = ModelSource(version.name, str(version.version), registered=version)
             wanted.setdefault(ref.name, []).append((order, source))
+        rollouts = {rollout.name: rollout for rollout in self._store.active_rollouts()}
         resolved: dict[str, Wanted] = {}
         for name, targets in wanted.items():
             ordered = [target for _, target in sorted(targets, key=lambda t: t[0])]
-            resolved[name] = Wanted(ordered, self._widened(name, models.get(name), ordered))
+            extra = self._widened(name, models.get(name), ordered)
+            rollout = rollouts.get(name)
+            taken = {t.version for t in [*ordered, *extra] if isinstance(t, ModelSource)}
+            if rollout is not None and str(rollout.candidate) not in taken:
+                try:
+                    candidate = self._store.get_version(name, rollout.candidate)
+                except (ModelNotFound, VersionNotFound):
+                    rollout = None
+                else:
+                    extra.append(ModelSource(name, str(rollout.candidate), registered=candidate))
+            resolved[name] = Wanted(ordered, extra, rollout)
         return resolved
 
     def _widened(
@@ -315,6 +463,8 @@ class ModelManager:
                     "model switched",
                     extra={"model": name, "version": first, "from_version": previous},
                 )
+        self._split(name, wanted.rollout)
+        self._mirror(name)
         if not self._default.get(name) and not initial:
             return
         keep = {s.version for s in sources if s.version in self._served.get(name, {})}
@@ -464,6 +614,19 @@ class ModelManager:
         """Stop every version's batcher (the server has drained its requests first)."""
         for served in self.served():
             await served.batcher.close()
+
+
+class _Children(dict[tuple[str, ...], Any]):
+    """A metric's children by label values, each looked up once (.labels() takes a lock)."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self._metric = metric
+
+    def __missing__(self, key: tuple[str, ...]) -> Any:
+        child = self._metric.labels(*key)
+        self[key] = child
+        return child
 
 
 def _version_key(version: str) -> tuple[int, str]:

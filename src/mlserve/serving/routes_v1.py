@@ -22,7 +22,7 @@ from mlserve.serving.models import VersionStatus
 from mlserve.serving.protocol import may_hold_booleans, parse_json
 from mlserve.serving.routes_v2 import json_response
 from mlserve.serving.served import ServedVersion
-from mlserve.serving.state import server_state, serving_model, version_of
+from mlserve.serving.state import answer_with, server_state, serving_model, version_of
 
 router = APIRouter()
 
@@ -82,7 +82,11 @@ async def run_predict(request: Request, model_name: str, version: str | None) ->
     state = server_state(request)
     served = await serving_model(request, model_name, version)
     body = await read_body(request, state.max_request_bytes)
-    return await respond(served.cache, body, ("v1",), lambda: _predict(served, body))
+    return await answer_with(
+        request,
+        served,
+        lambda chosen: respond(chosen.cache, body, ("v1",), lambda: _predict(chosen, body)),
+    )
 
 
 async def _predict(served: ServedVersion, raw: bytes) -> Answer:
@@ -157,11 +161,15 @@ async def invocations(request: Request) -> Response:
     served = await serving_model(request, name)
     body = await read_body(request, state.max_request_bytes)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    return await respond(
-        served.cache,
-        body,
-        ("mlflow", content_type),
-        lambda: _invocations(served, body, content_type),
+    return await answer_with(
+        request,
+        served,
+        lambda chosen: respond(
+            chosen.cache,
+            body,
+            ("mlflow", content_type),
+            lambda: _invocations(chosen, body, content_type),
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from mlserve.serving.docs import InferResponseDoc, ModelMetadataDoc
 from mlserve.serving.inference import PREDICT, PREDICT_PROBA
 from mlserve.serving.protocol import HEADER_LENGTH, datatype_of, decode_request, encode_response
 from mlserve.serving.served import ServedVersion
-from mlserve.serving.state import server_state, serving_model, version_of
+from mlserve.serving.state import answer_with, server_state, serving_model, version_of
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
 
@@ -125,8 +125,12 @@ async def run_infer(request: Request, model_name: str, version: str | None) -> R
     if header_length is not None and not header_length.isdigit():
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes")
     qualifiers = ("v2", header_length)
-    return await respond(
-        served.cache, body, qualifiers, lambda: _infer(served, body, header_length)
+    return await answer_with(
+        request,
+        served,
+        lambda chosen: respond(
+            chosen.cache, body, qualifiers, lambda: _infer(chosen, body, header_length)
+        ),
     )
 
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from mlserve.errors import DeadlineExceeded, Overloaded
+from mlserve.errors import DeadlineExceeded, ModelRefused, Overloaded
 from mlserve.inputs import CheckedRows, InputPolicy, build_checker, reference_batch
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.predlog import PendingPrediction
 from mlserve.registry import ModelVersion, RegistryStore
 from mlserve.runtimes import Batch, Runtime, load_runtime
+from mlserve.serving.admission import RowEstimate
 from mlserve.serving.batching import BatchingConfig, MicroBatcher
 from mlserve.serving.cache import PredictionCache
 from mlserve.serving.inference import (
@@ -37,8 +38,10 @@ from mlserve.serving.inference import (
     available_outputs,
     check_outputs,
     compute,
+    name_refused_rows,
     timed,
 )
+from mlserve.serving.rollout import ShadowMirror
 from mlserve.serving.tabular import TabularSchema
 from mlserve.types import read_manifest
 
@@ -94,6 +97,8 @@ class ServedVersion:
         self.cache = cache
         self.load_s = 0.0
         self.retired = False
+        self.shadow: ShadowMirror | None = None
+        """Set while a rollout mirrors this version's answers to a shadow version."""
         self._services = services
         metrics = services.metrics
         labels = (self.name, self.version)
@@ -105,6 +110,7 @@ class ServedVersion:
             for reason in ("overloaded", "deadline")
         }
         self._timing = PredictTiming(services.inline_max_ms / 1000)
+        self._sizes = RowEstimate()
         depth = metrics.queue_depth.labels(*labels)
         sizes = metrics.batch_size.labels(*labels)
         waits = metrics.queue_wait.labels(*labels)
@@ -125,6 +131,19 @@ class ServedVersion:
         """The requested outputs (``predict`` when none), each checked to exist."""
         return check_outputs(self.name, self.runtime, names)
 
+    def admit(self, body_bytes: int | None) -> None:
+        """Raise Overloaded when the queue has no room for a request of ``body_bytes`` (its
+        Content-Length; None when not declared), before its body is read or decoded."""
+        if self.retired:  # predicts outside the batcher: nothing to wait for
+            return
+        try:
+            self.batcher.refuse_if_full(self._sizes.rows_of(body_bytes))
+        except Overloaded:
+            self._rejected["overloaded"].inc()
+            raise
+        if body_bytes is not None:
+            self._sizes.record_bytes(body_bytes)
+
     async def predict(self, rows: CheckedRows, outputs: Sequence[str]) -> Prediction:
         """Every requested output for the accepted ``rows``; raises InvalidInput for rows the
         model refuses, Overloaded when the queue (or a blocking prediction log) is full,
@@ -135,6 +154,7 @@ class ServedVersion:
         """
         started = time.perf_counter()
         wanted = tuple(outputs)
+        self._sizes.record_rows(len(rows.batch))
         if rows.unknown_categories:
             self._count_unknown(rows.unknown_categories)
         try:
@@ -150,7 +170,14 @@ class ServedVersion:
         except DeadlineExceeded:
             self._rejected["deadline"].inc()
             raise
+        except ModelRefused as refused:  # which of this request's rows: the error path only
+            await self._services.executor.run(
+                name_refused_rows, self.runtime, rows.batch, wanted, refused.reason
+            )
+            raise  # not reached: name_refused_rows always raises
         self._count(results)
+        if self.shadow is not None:
+            self.shadow.offer(rows, wanted, results, time.perf_counter() - started)
         logged = await self._log(rows, results, started)
         return Prediction(results, logged)
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from mlserve.errors import NotFound, NotReady
 from mlserve.monitoring.metrics import MonitoringMetrics
 from mlserve.monitoring.predlog import PredictionLogWriter
+from mlserve.serving.admission import declared_length
 from mlserve.serving.drift_monitor import DriftMonitor
 from mlserve.serving.feedback import OnlineScores
 from mlserve.serving.middleware import request_info
 from mlserve.serving.models import ModelManager, VersionStatus
+from mlserve.serving.rollout import VERSION_HEADER
 from mlserve.serving.served import ServedVersion
 
 
@@ -46,10 +50,12 @@ def server_state(request: Request) -> ServerState:
 
 
 async def serving_model(request: Request, name: str, version: str | None = None) -> ServedVersion:
-    """The ready version for a request, recorded for metrics and the X-Model-Version header.
+    """The ready version for a request, recorded for metrics and the X-Model-Version header,
+    once it is admitted: every inference endpoint calls this before reading the body.
 
     Raises NotFound saying whether the registry has what the request names (and how to serve
-    it), NotReady while it loads or the server drains.
+    it), NotReady while it loads or the server drains, Overloaded when the version's queue has
+    no room for the request (decided from its Content-Length, the body left unread).
     """
     state = server_state(request)
     info = request_info(request.scope)
@@ -58,10 +64,13 @@ async def serving_model(request: Request, name: str, version: str | None = None)
     if state.draining:
         raise NotReady("the server is shutting down")
     try:
-        served = state.models.get(name, version)
+        served, info.routed = state.models.route(name, version, request.headers)
     except NotFound:
-        raise await state.models.explain_missing(name, version) from None
+        raise await state.models.explain_missing(
+            name, version or request.headers.get(VERSION_HEADER)
+        ) from None
     info.version = served.version
+    served.admit(declared_length(request.headers.get("content-length")))
     return served
 
 
@@ -77,3 +86,24 @@ async def version_of(
         raise await models.explain_missing(name, version) from None
     served = models.get(name, status.version) if status.is_ready else None
     return status, served
+
+
+async def answer_with(
+    request: Request, served: ServedVersion, run: Callable[[ServedVersion], Awaitable[Response]]
+) -> Response:
+    """``run(served)``; when a rollout sent the request to its candidate and the candidate
+    fails, ``run`` again with production, so a client never sees the candidate's failure (the
+    rollout counts it). A request production fails too was the client's mistake: its error
+    is production's."""
+    info = request_info(request.scope)
+    routed = info.routed
+    if routed is None or routed.production is None:
+        return await run(served)
+    try:
+        return await run(served)
+    except Exception:
+        production = routed.production
+        response = await run(production)
+        routed.failed = True
+        info.version = production.version
+        return response

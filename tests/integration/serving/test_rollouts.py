@@ -1,0 +1,307 @@
+"""Rollouts in a running server (issue 15): canary weights, sticky keys across worker processes,
+explicit choice, shadow traffic that never changes an answer, and the guardrail that rolls a
+failing candidate back while clients see no error. Real `mlserve serve` processes, a real
+registry, real clients; load is bounded by request counts."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serving_harness import LiveServer, running_server, wait_for_every_worker
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from mlserve.monitoring import describe_features
+from mlserve.registry import NewVersion, RegistryStore, RolloutLimits
+from mlserve.runtimes import dump_sklearn
+from mlserve.types import Signature
+
+MODEL = "rolled"
+FEATURES = ["a", "b", "c"]
+PRODUCTION, CANDIDATE, FRAGILE = 1, 2, 3
+"""Production and a good candidate that disagree on many rows; a candidate that refuses every
+row with a negative `a` (a square root, then NaN into a linear model)."""
+FOLLOW = {"MLSERVE_RELOAD_INTERVAL_S": "0.2"}
+WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class RolloutProject:
+    root: Path
+    rows: list[list[float]]
+    expected: dict[int, list[int]]
+    """Version -> its prediction for each probe row (FRAGILE: rows with a >= 0 only)."""
+
+
+def open_store(root: Path) -> RegistryStore:
+    home = root / ".mlserve"
+    return RegistryStore(
+        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
+    )
+
+
+@contextlib.contextmanager
+def registry(root: Path) -> Iterator[RegistryStore]:
+    store = open_store(root)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> RolloutProject:
+    x, y = make_classification(n_samples=600, n_features=3, n_informative=3, n_redundant=0,
+                               random_state=11)  # fmt: skip
+    frame = pd.DataFrame(x, columns=FEATURES)
+    estimators = {
+        PRODUCTION: LogisticRegression().fit(frame, y),
+        CANDIDATE: LogisticRegression().fit(frame, 1 - y),  # disagrees everywhere
+        FRAGILE: Pipeline([
+            ("root", ColumnTransformer([("a", FunctionTransformer(np.sqrt), ["a"])],
+                                       remainder="passthrough")),
+            ("classify", LogisticRegression()),
+        ]).fit(frame.assign(a=frame["a"].abs()), y),
+    }  # fmt: skip
+    signature = Signature(
+        inputs=describe_features(frame), task="classification", outputs=("predict",),
+        classes=("0", "1"), target="y",
+    )  # fmt: skip
+    rows = frame.head(40)
+    expected = {
+        v: [int(p) for p in e.predict(rows.assign(a=rows["a"].abs()) if v == FRAGILE else rows)]
+        for v, e in estimators.items()
+    }
+    root = tmp_path_factory.mktemp("rollout-project")
+    with registry(root) as store:
+        for number, estimator in estimators.items():
+            folder = root / "src" / str(number)
+            folder.mkdir(parents=True)
+            path = dump_sklearn(estimator, folder / "model.joblib")
+            version = store.register_version(
+                MODEL, path, NewVersion(framework="sklearn", signature=signature)
+            )
+            assert version.version == number
+        store.set_alias(MODEL, "production", PRODUCTION)
+    assert (np.asarray(rows["a"]) < 0).sum() >= 10, "the fragile candidate must fail on many rows"
+    return RolloutProject(root, rows.to_numpy().tolist(), expected)
+
+
+@pytest.fixture
+def fresh(project: RolloutProject) -> RolloutProject:
+    """production -> 1 and no active rollout, whatever the previous test left."""
+    with registry(project.root) as store:
+        store.set_alias(MODEL, "production", PRODUCTION)
+        if store.rollout(MODEL) is not None:
+            store.rollback_rollout(MODEL, "test reset")
+    return project
+
+
+def predict(
+    client: httpx.Client, row: list[float], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return client.post(f"/v1/models/{MODEL}:predict", json={"instances": [row]}, headers=headers)
+
+
+def metric(server: LiveServer, name: str, **labels: str) -> float:
+    """The sum of a metric's samples matching ``labels``."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def wait_for_metric(server: LiveServer, name: str, minimum: float, **labels: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while metric(server, name, **labels) < minimum:
+        assert time.monotonic() < deadline, (
+            f"{name}{labels} < {minimum}:\n{server.stderr()[-3000:]}"
+        )
+        time.sleep(0.1)
+
+
+def wait_for_weight(server: LiveServer, canary: float) -> None:
+    """Until the server applies a rollout giving the candidate ``canary`` %."""
+    deadline = time.monotonic() + WAIT_S
+    labels = {"model": MODEL, "kind": "canary"}
+    while metric(server, "mlserve_rollout_weight_percent", **labels) != canary:
+        assert time.monotonic() < deadline, server.stderr()[-3000:]
+        time.sleep(0.05)
+
+
+def versions_of(responses: list[httpx.Response]) -> Counter[str]:
+    for response in responses:
+        assert response.status_code == 200, response.text
+    return Counter(r.headers["x-model-version"] for r in responses)
+
+
+def check_predictions(project: RolloutProject, rows: list[int], answers: list[Any]) -> None:
+    """Every answer is the prediction of the version its header names."""
+    for row, response in zip(rows, answers, strict=True):
+        version = int(response.headers["x-model-version"])
+        assert response.json()["predictions"] == [project.expected[version][row]], (row, version)
+
+
+def test_canary_weights_land_within_binomial_bounds_and_explicit_choice_works(
+    fresh: RolloutProject, tmp_path: Path
+) -> None:
+    with (
+        running_server(fresh.root, MODEL, env=FOLLOW, log_dir=tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        registry(fresh.root) as store,
+    ):
+        store.start_rollout(MODEL, CANDIDATE, canary=30)
+        wait_for_weight(server, 30)
+        rows = [i % len(fresh.rows) for i in range(600)]
+        answers = [predict(client, fresh.rows[r]) for r in rows]
+        counts = versions_of(answers)
+        check_predictions(fresh, rows, answers)
+        n, p = len(rows), 0.3
+        assert abs(counts[str(CANDIDATE)] - n * p) <= 4.5 * math.sqrt(n * p * (1 - p)), counts
+
+        explicit = predict(client, fresh.rows[0], {"x-model-version": str(CANDIDATE)})
+        assert explicit.headers["x-model-version"] == str(CANDIDATE)
+        assert explicit.json()["predictions"] == [fresh.expected[CANDIDATE][0]]
+        unknown = predict(client, fresh.rows[0], {"x-model-version": "99"})
+        assert unknown.status_code == 404, unknown.text
+
+        store.update_rollout(MODEL, canary=100)
+        wait_for_weight(server, 100)
+        assert versions_of([predict(client, fresh.rows[i]) for i in range(30)]) == {"2": 30}
+        store.rollback_rollout(MODEL, "done")
+        wait_for_weight(server, 0)
+        assert versions_of([predict(client, fresh.rows[i]) for i in range(30)]) == {"1": 30}
+
+
+def test_a_sticky_key_always_reaches_one_version_across_two_workers(
+    fresh: RolloutProject, tmp_path: Path
+) -> None:
+    env = {**FOLLOW}
+    with registry(fresh.root) as store:
+        store.start_rollout(MODEL, CANDIDATE, canary=50, sticky_header="X-User")
+    with running_server(
+        fresh.root, MODEL, "--workers", "2", env=env, log_dir=tmp_path, wait="none"
+    ) as server:
+        wait_for_every_worker(server)
+        seen: dict[str, set[str]] = {}
+        with httpx.Client(
+            base_url=server.url, timeout=30, headers={"connection": "close"}
+        ) as client:
+            for round_ in range(4):
+                for user in range(40):
+                    row = fresh.rows[(user + round_) % len(fresh.rows)]
+                    response = predict(client, row, {"x-user": f"user-{user}"})
+                    assert response.status_code == 200, response.text
+                    seen.setdefault(f"user-{user}", set()).add(response.headers["x-model-version"])
+        assert all(len(versions) == 1 for versions in seen.values()), seen
+        both = Counter(next(iter(v)) for v in seen.values())
+        assert set(both) == {str(PRODUCTION), str(CANDIDATE)}, both
+
+
+def test_shadow_traffic_never_changes_an_answer_and_its_failures_stay_inside(
+    fresh: RolloutProject, tmp_path: Path
+) -> None:
+    with (
+        running_server(fresh.root, MODEL, env=FOLLOW, log_dir=tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        registry(fresh.root) as store,
+    ):
+        store.start_rollout(MODEL, FRAGILE, shadow=100)
+        wait_for_metric(server, "mlserve_rollout_weight_percent", 100, model=MODEL, kind="shadow")
+        rows = [i % len(fresh.rows) for i in range(200)]
+        answers = [predict(client, fresh.rows[r]) for r in rows]
+        assert versions_of(answers) == {str(PRODUCTION): len(rows)}
+        check_predictions(fresh, rows, answers)
+        labels = {"model": MODEL, "version": str(FRAGILE)}
+        wait_for_metric(server, "mlserve_shadow_requests_total", len(rows), **labels)
+        negative = sum(1 for r in rows if fresh.rows[r][0] < 0)
+        results = {
+            result: metric(server, "mlserve_shadow_requests_total", result=result, **labels)
+            for result in ("compared", "failed", "dropped")
+        }
+        # the shadow costs more than production: some mirrored requests are dropped, counted
+        assert sum(results.values()) == len(rows), results
+        assert 0 < results["failed"] <= negative, results
+        assert 0 < results["compared"] <= len(rows) - negative, results
+        agree = metric(server, "mlserve_shadow_rows_total", agreement="agree", **labels)
+        disagree = metric(server, "mlserve_shadow_rows_total", agreement="disagree", **labels)
+        assert agree + disagree == results["compared"]
+        store.rollback_rollout(MODEL, "done")
+
+
+def test_a_failing_candidate_is_rolled_back_and_clients_never_see_its_errors(
+    fresh: RolloutProject, tmp_path: Path
+) -> None:
+    limits = RolloutLimits(max_error_rate=0.05, window_s=120, min_requests=20)
+    with (
+        running_server(fresh.root, MODEL, env=FOLLOW, log_dir=tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        registry(fresh.root) as store,
+    ):
+        started = store.start_rollout(MODEL, FRAGILE, canary=50, limits=limits)
+        wait_for_weight(server, 50)
+        answers, rows = [], []
+        deadline = time.monotonic() + WAIT_S
+        while store.rollout(MODEL) is not None:
+            assert time.monotonic() < deadline, server.stderr()[-3000:]
+            row = len(rows) % len(fresh.rows)
+            rows.append(row)
+            answers.append(predict(client, fresh.rows[row]))
+        # every answer is a 200 with the prediction of the version that gave it
+        counts = versions_of(answers)
+        check_predictions(fresh, rows, answers)
+        assert counts[str(PRODUCTION)] > 0
+        history = store.rollout_history(MODEL)
+        ended = [e for e in history if e.rollout_id == started.id and e.action == "rollback"]
+        assert len(ended) == 1, history
+        assert "error rate" in ended[0].detail
+        assert "guardrail" in ended[0].actor
+        assert metric(server, "mlserve_rollout_rollbacks_total", model=MODEL) == 1
+        wait_for_weight(server, 0)
+        after = [predict(client, fresh.rows[i]) for i in range(20)]
+        assert versions_of(after) == {str(PRODUCTION): 20}
+
+
+def test_promote_under_load_gives_no_error_and_moves_production(
+    fresh: RolloutProject, tmp_path: Path
+) -> None:
+    with (
+        running_server(fresh.root, MODEL, env=FOLLOW, log_dir=tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        registry(fresh.root) as store,
+    ):
+        store.start_rollout(MODEL, CANDIDATE, canary=20)
+        wait_for_weight(server, 20)
+        answers, rows = [], []
+        for step in range(300):
+            if step == 100:
+                store.promote_rollout(MODEL)
+            row = step % len(fresh.rows)
+            rows.append(row)
+            answers.append(predict(client, fresh.rows[row]))
+        versions_of(answers)
+        check_predictions(fresh, rows, answers)
+        assert store.resolve(MODEL).version == CANDIDATE
+        deadline = time.monotonic() + WAIT_S
+        while predict(client, fresh.rows[0]).headers["x-model-version"] != str(CANDIDATE):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert versions_of([predict(client, fresh.rows[i]) for i in range(20)]) == {"2": 20}
