@@ -24,6 +24,7 @@ ALERTS = {
     "MlserveModelNotReady": ("critical", "2m"),
     "MlservePredictionLogBacklog": ("warning", "5m"),
     "MlservePredictionLogDropping": ("warning", None),
+    "MlserveRolloutRolledBack": ("warning", None),
 }
 """Alert name -> (severity, for)."""
 
