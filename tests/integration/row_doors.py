@@ -10,7 +10,7 @@ cell). Each door renders rows as its real clients do:
   tokens appear, as Python clients write them);
 - CSV doors (/invocations text/csv, `mlserve predict` and `mlserve batch` on a .csv file) write
   cells as pandas' ``to_csv`` does: None and NaN as an empty field, ``True``, floats by ``repr``,
-  ints by ``str``, text as it is (quoted by the csv module where needed);
+  ints by ``str``, text as it is (quoted where RFC 4180 asks: see :func:`csv_document`);
 - OIP doors send one 1-D tensor per column: FP64 for floats and missing values, INT64 for
   integers that fit, BOOL for booleans, BYTES of the CSV text otherwise (always BYTES for a
   categorical feature, as the model's metadata asks); for an all-numeric model, also one 2-D FP64
@@ -155,13 +155,25 @@ def dumps(document: Any) -> bytes:
 
 
 def csv_document(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A CSV document (header first) of cells rendered by :func:`csv_text`."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for values in rows:
-        writer.writerow([csv_text(v) for v in values])
-    return out.getvalue()
+    """A CSV document (header first) of cells rendered by :func:`csv_text`, quoted as RFC 4180
+    asks: a field holding a comma, a quote, a line feed or a carriage return.
+
+    Not by the csv module alone: before CPython 3.11.9 (gh-67044) its writer left a bare
+    carriage return unquoted when the line terminator is "\\n", so the document split the
+    row in two for every CSV reader (pandas' included). The document is read back here, so a
+    row that does not survive its own rendering is caught in the harness, not blamed on a door.
+    """
+    table = [list(columns), *([csv_text(v) for v in values] for values in rows)]
+    document = "".join(",".join(_quoted(field) for field in fields) + "\n" for fields in table)
+    read_back = list(csv.reader(io.StringIO(document, newline="")))
+    assert read_back == table, (table, document)
+    return document
+
+
+def _quoted(field: str) -> str:
+    if any(ch in field for ch in ',"\r\n'):
+        return '"' + field.replace('"', '""') + '"'
+    return field
 
 
 def table_csv(model: Model, rows: Sequence[Row], *, ids: bool = False) -> str:
@@ -512,6 +524,9 @@ def batch_file(cli: Cli, model: Model, path: Path, rows: int) -> Answer:
     if rejects.exists():
         for text in rejects.read_text(encoding="utf-8").splitlines():
             reject = json.loads(text)
+            if reject["id"] is None:  # the reader could not split the line into cells
+                what = f"line {reject['line']} unreadable: {reject['reason']}"
+                return Answer(failure=what, warnings=shown)
             verdicts[int(reject["id"])] = Rejected(reject["reason"])
     if (code == 10) != any(isinstance(v, Rejected) for v in verdicts.values()):
         return Answer(failure=f"exit {code} does not match the rejects file", warnings=shown)
