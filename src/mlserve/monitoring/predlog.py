@@ -83,6 +83,8 @@ class PendingPrediction:
     unknown_categories: Mapping[str, Sequence[int]] = field(default_factory=dict)
     """Rows (positions in this request) scored with a category training never saw, by
     feature: accepted under ``unknown_categories: accept``; stored with the request."""
+    route: str = ""
+    """Why this version answered (one of ``ROUTES``); empty when nothing said."""
 
     @property
     def rows(self) -> int:
@@ -162,6 +164,7 @@ def to_request(item: PendingPrediction, redact: frozenset[str]) -> LoggedRequest
             if item.unknown_categories
             else None
         ),
+        route=item.route or None,
     )
 
 

@@ -50,8 +50,13 @@ metadata = sa.MetaData()
 BINARY_INPUTS = "inputs_f64"
 """Added after the first layout: opening an older file adds it (``_add_missing_columns``)."""
 UNKNOWN_CATEGORIES = "unknown_categories"
+ROUTE = "route"
+ROUTES = ("production", "canary", "sticky", "explicit", "fallback", "shadow")
+"""Why a version answered (the ``route`` column): the model's name (production), a rollout's
+canary draw or sticky key, a version the request named (explicit), production answering for a
+failed candidate (fallback), or a rollout mirroring the request (shadow: never sent back)."""
 """Added after ``inputs_f64``, the same way."""
-ADDED_COLUMNS = (BINARY_INPUTS, UNKNOWN_CATEGORIES)
+ADDED_COLUMNS = (BINARY_INPUTS, UNKNOWN_CATEGORIES, ROUTE)
 """Columns of ``prediction_requests`` that an older file may lack, in the order they came."""
 
 requests_table = sa.Table(
@@ -84,6 +89,7 @@ requests_table = sa.Table(
         nullable=True,
         doc="JSON object: feature -> row positions holding an unknown category; null if none",
     ),
+    sa.Column(ROUTE, sa.String(16), nullable=True, doc="Why this version answered (ROUTES)"),
     sa.Index("ix_prediction_requests_model_version_ts", "model", "version", "ts"),
     sa.Index("ix_prediction_requests_model_request_id", "model", "request_id"),
     # No index on ts alone: every index makes each insert dearer, and pruning reaches old rows
@@ -116,6 +122,7 @@ FIXED_COLUMNS = (
     "prediction",
     "latency_ms",
     UNKNOWN_CATEGORIES,
+    ROUTE,
 )
 """Columns of an export besides the features and probabilities."""
 _LEGACY_TABLE = "predictions"
@@ -165,6 +172,8 @@ class LoggedRequest(NamedTuple):
     unknown_categories: str | None = None
     """Rows holding a category training never saw (:func:`encode_unknown_categories`); None
     when there are none."""
+    route: str | None = None
+    """Why this version answered (one of ROUTES); None in rows logged before routes were."""
 
 
 _COLUMNS = LoggedRequest._fields
@@ -185,6 +194,8 @@ class PredictionRecord(NamedTuple):
     latency_ms: float
     unknown_categories: tuple[str, ...] = ()
     """Features whose category in this row training never saw (logged ones, in feature order)."""
+    route: str = ""
+    """Why this version answered (one of ROUTES; empty in rows logged before routes were)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +291,7 @@ class _Expanded(NamedTuple):
     unknown_categories: dict[int, tuple[str, ...]]
     """Expanded row -> features whose category was unknown there; other rows left out (most
     requests have none, so nothing is built per row for them)."""
+    route: np.ndarray
 
 
 class PredictionLogStore:
@@ -482,6 +494,7 @@ class PredictionLogStore:
                     proba=None if proba is None else proba[index],
                     latency_ms=r.latency_ms,
                     unknown_categories=unknown.get(index, ()),
+                    route=r.route or "",
                 )
                 for index in range(r.rows)
             )
@@ -530,6 +543,7 @@ class PredictionLogStore:
         for row, flagged in expanded.unknown_categories.items():
             flags[row] = ",".join(flagged)
         frame[UNKNOWN_CATEGORIES] = pd.Series(flags, dtype=object)
+        frame[ROUTE] = pd.Series(expanded.route, dtype=object)
         return frame
 
     def _requests(
@@ -714,6 +728,7 @@ def _request_of(records: list[PredictionRecord]) -> LoggedRequest:
         proba=None if all(p is None for p in probas) else encode_json(probas),
         latency_ms=first.latency_ms,
         unknown_categories=encode_unknown_categories(unknown, features),
+        route=first.route or None,
     )
 
 
@@ -745,6 +760,7 @@ def _expand(requests: Sequence[Row[Any]], last: int | None = None) -> _Expanded:
         proba=_proba_matrix(probas, starts, total),
         latency_ms=repeated([r.latency_ms for r in requests], np.float64),
         unknown_categories=unknown,
+        route=repeated([r.route or "" for r in requests]),
     )
     if last is None or total <= last:
         return expanded
@@ -762,6 +778,7 @@ def _expand(requests: Sequence[Row[Any]], last: int | None = None) -> _Expanded:
         unknown_categories={
             row - skip: features for row, features in unknown.items() if row >= skip
         },
+        route=expanded.route[skip:],
     )
 
 

@@ -43,6 +43,9 @@ class RequestInfo:
     protocol: str
     model: str = ""
     version: str = ""
+    route: str = ""
+    """Why the version answers (a rollout's arm, explicit choice, production): the prediction
+    log records it."""
     routed: Routed | None = None
     """Set when a rollout chose the version: told the status and duration once answered."""
 

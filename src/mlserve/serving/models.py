@@ -33,6 +33,7 @@ from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import ModelInfo, RegistryStore, Rollout
 from mlserve.serving.rollout import (
     VERSION_HEADER,
+    Route,
     Routed,
     ShadowMirror,
     TrafficSplit,
@@ -189,28 +190,30 @@ class ModelManager:
 
     def route(
         self, name: str, version: str | None, headers: Mapping[str, str]
-    ) -> tuple[ServedVersion, Routed | None]:
-        """The ready version for a request, and (when the model's rollout routed it) its
-        record. A version in the path or in the X-Model-Version header is taken as asked; a
-        bare name goes where the model's rollout sends it."""
-        if version is not None:
-            return self.get(name, version), None
+    ) -> tuple[ServedVersion, Route, Routed | None]:
+        """The ready version for a request, why it answers, and (when the model's rollout
+        routed it) its record. A version in the path or in the X-Model-Version header is taken
+        as asked; a bare name goes where the model's rollout sends it."""
         split = self._splits.get(name)
-        explicit = headers.get(VERSION_HEADER)
+        explicit = version or headers.get(VERSION_HEADER)
         if explicit:
             served = self.get(name, explicit)
             if split is not None:
                 self._routed[(name, served.version, "explicit")].inc()
-            return served, None
+            return served, "explicit", None
         if split is None:
-            return self.get(name), None
+            return self.get(name), "production", None
         key = headers.get(split.sticky_header) if split.sticky_header else None
         production = self.get(name)
         candidate = self._served[name].get(split.candidate) if split.choose(key) else None
         served = candidate or production
-        route = "sticky" if key is not None else ("canary" if candidate else "production")
+        route: Route = "sticky" if key is not None else ("canary" if candidate else "production")
         self._routed[(name, served.version, route)].inc()
-        return served, Routed(split, candidate is not None, production if candidate else None)
+        return (
+            served,
+            route,
+            Routed(split, candidate is not None, production if candidate else None),
+        )
 
     def rollout(self, name: str) -> TrafficSplit | None:
         """The model's active rollout as this server applies it (None without one)."""

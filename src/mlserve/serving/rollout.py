@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 
 Outputs = dict[str, np.ndarray]
 
-Route = Literal["production", "canary", "sticky", "explicit", "version"]
-"""Why a version answered: the model's name (production), a canary draw, a sticky key, the
-request's version header (explicit), or a version in the path."""
+Route = Literal["production", "canary", "sticky", "explicit", "fallback", "shadow"]
+"""Why a version answered (`monitoring.predlog_store.ROUTES`, the prediction log's `route`):
+the model's name (production), a canary draw, a sticky key, a version the request named in its
+path or X-Model-Version header (explicit), production for a failed candidate (fallback), or a
+mirrored request (shadow)."""
 
 VERSION_HEADER = "x-model-version"
 """A request naming the version it wants (the same header answers name the version that
@@ -230,7 +232,7 @@ class ShadowMirror:
     ) -> None:
         started = time.perf_counter()
         try:
-            mirrored = await self.shadow.predict(rows, outputs)
+            mirrored = await self.shadow.predict(rows, outputs, route="shadow")
         except Exception:  # the shadow's failure is counted, never raised
             self._results["failed"].inc()
             return

@@ -85,11 +85,13 @@ async def run_predict(request: Request, model_name: str, version: str | None) ->
     return await answer_with(
         request,
         served,
-        lambda chosen: respond(chosen.cache, body, ("v1",), lambda: _predict(chosen, body)),
+        lambda chosen, route: respond(
+            chosen.cache, body, ("v1",), lambda: _predict(chosen, body, route)
+        ),
     )
 
 
-async def _predict(served: ServedVersion, raw: bytes) -> Answer:
+async def _predict(served: ServedVersion, raw: bytes, route: str) -> Answer:
     payload = parse_json(raw)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidInput('the body must be a JSON object with "instances": [...]')
@@ -103,7 +105,7 @@ async def _predict(served: ServedVersion, raw: bytes) -> Answer:
         payload["instances"], may_hold_booleans=may_hold_booleans(raw)
     )
     outputs = [PREDICT, PREDICT_PROBA] if want_proba else [PREDICT]
-    prediction = await served.predict(checked, outputs)
+    prediction = await served.predict(checked, outputs, route=route)
     results = prediction.outputs
     body: dict[str, Any] = {"predictions": _plain(results[PREDICT])}
     if want_proba:
@@ -164,16 +166,16 @@ async def invocations(request: Request) -> Response:
     return await answer_with(
         request,
         served,
-        lambda chosen: respond(
+        lambda chosen, route: respond(
             chosen.cache,
             body,
             ("mlflow", content_type),
-            lambda: _invocations(chosen, body, content_type),
+            lambda: _invocations(chosen, body, content_type, route),
         ),
     )
 
 
-async def _invocations(served: ServedVersion, body: bytes, content_type: str) -> Answer:
+async def _invocations(served: ServedVersion, body: bytes, content_type: str, route: str) -> Answer:
     if content_type == "text/csv":
         checked = served.schema.from_table(read_csv_text(body))
     elif content_type in ("application/json", ""):
@@ -182,7 +184,7 @@ async def _invocations(served: ServedVersion, body: bytes, content_type: str) ->
         raise InvalidInput(
             f"unsupported content type {content_type!r}; use application/json or text/csv"
         )
-    prediction = await served.predict(checked, [PREDICT])
+    prediction = await served.predict(checked, [PREDICT], route=route)
     return json_response({"predictions": _plain(prediction.outputs[PREDICT])}), prediction.logged
 
 

@@ -128,17 +128,19 @@ async def run_infer(request: Request, model_name: str, version: str | None) -> R
     return await answer_with(
         request,
         served,
-        lambda chosen: respond(
-            chosen.cache, body, qualifiers, lambda: _infer(chosen, body, header_length)
+        lambda chosen, route: respond(
+            chosen.cache, body, qualifiers, lambda: _infer(chosen, body, header_length, route)
         ),
     )
 
 
-async def _infer(served: ServedVersion, body: bytes, header_length: str | None) -> Answer:
+async def _infer(
+    served: ServedVersion, body: bytes, header_length: str | None, route: str
+) -> Answer:
     decoded = decode_request(body, int(header_length) if header_length else None)
     outputs = served.check_outputs([o.name for o in decoded.outputs])
     checked = served.schema.from_tensors(decoded.inputs)
-    prediction = await served.predict(checked, outputs)
+    prediction = await served.predict(checked, outputs, route=route)
     results = prediction.outputs
     binary_default = decoded.binary_output
     flags = {o.name: o.binary for o in decoded.outputs}

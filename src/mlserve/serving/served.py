@@ -144,16 +144,20 @@ class ServedVersion:
         if body_bytes is not None:
             self._sizes.record_bytes(body_bytes)
 
-    async def predict(self, rows: CheckedRows, outputs: Sequence[str]) -> Prediction:
-        """Every requested output for the accepted ``rows``; raises InvalidInput for rows the
-        model refuses, Overloaded when the queue (or a blocking prediction log) is full,
-        DeadlineExceeded when the request expired in the queue.
+    async def predict(
+        self, rows: CheckedRows, outputs: Sequence[str], *, route: str = ""
+    ) -> Prediction:
+        """Every requested output for ``rows``; raises InvalidInput naming the first row the
+        checker rejected or the model refuses, Overloaded when the queue (or a blocking
+        prediction log) is full, DeadlineExceeded when the request expired in the queue.
 
         Every protocol predicts through here, so this is where predictions are logged: one
         cheap item per request, queued before the response is sent.
         """
         started = time.perf_counter()
         wanted = tuple(outputs)
+        if not rows.all_accepted:  # refused whole, naming its first row the model refuses too
+            await self._services.executor.run(name_refused_rows, self.runtime, rows, wanted)
         self._sizes.record_rows(len(rows.batch))
         if rows.unknown_categories:
             self._count_unknown(rows.unknown_categories)
@@ -172,13 +176,13 @@ class ServedVersion:
             raise
         except ModelRefused as refused:  # which of this request's rows: the error path only
             await self._services.executor.run(
-                name_refused_rows, self.runtime, rows.batch, wanted, refused.reason
+                name_refused_rows, self.runtime, rows, wanted, refused.reason
             )
             raise  # not reached: name_refused_rows always raises
         self._count(results)
         if self.shadow is not None:
             self.shadow.offer(rows, wanted, results, time.perf_counter() - started)
-        logged = await self._log(rows, results, started)
+        logged = await self._log(rows, results, started, route)
         return Prediction(results, logged)
 
     async def retire(self) -> None:
@@ -198,7 +202,7 @@ class ServedVersion:
         return await self._services.executor.run(timed, self._timing, self.runtime, batch, outputs)
 
     async def _log(
-        self, rows: CheckedRows, results: Outputs, started: float
+        self, rows: CheckedRows, results: Outputs, started: float, route: str
     ) -> PendingPrediction | None:
         writer = self._services.prediction_log
         if writer is None:
@@ -221,6 +225,7 @@ class ServedVersion:
                 feature: np.flatnonzero(mask).tolist()
                 for feature, mask in rows.unknown_categories.items()
             },
+            route=route,
         )
         if sampled:
             await self._services.log(item)

@@ -64,7 +64,7 @@ async def serving_model(request: Request, name: str, version: str | None = None)
     if state.draining:
         raise NotReady("the server is shutting down")
     try:
-        served, info.routed = state.models.route(name, version, request.headers)
+        served, info.route, info.routed = state.models.route(name, version, request.headers)
     except NotFound:
         raise await state.models.explain_missing(
             name, version or request.headers.get(VERSION_HEADER)
@@ -89,21 +89,24 @@ async def version_of(
 
 
 async def answer_with(
-    request: Request, served: ServedVersion, run: Callable[[ServedVersion], Awaitable[Response]]
+    request: Request,
+    served: ServedVersion,
+    run: Callable[[ServedVersion, str], Awaitable[Response]],
 ) -> Response:
-    """``run(served)``; when a rollout sent the request to its candidate and the candidate
-    fails, ``run`` again with production, so a client never sees the candidate's failure (the
-    rollout counts it). A request production fails too was the client's mistake: its error
-    is production's."""
+    """``run(served, route)``; when a rollout sent the request to its candidate and the
+    candidate fails, ``run`` again with production, so a client never sees the candidate's
+    failure (the rollout counts it). A request production fails too was the client's mistake:
+    its error is production's."""
     info = request_info(request.scope)
     routed = info.routed
     if routed is None or routed.production is None:
-        return await run(served)
+        return await run(served, info.route)
     try:
-        return await run(served)
+        return await run(served, info.route)
     except Exception:
         production = routed.production
-        response = await run(production)
+        info.route = "fallback"
+        response = await run(production, info.route)
         routed.failed = True
         info.version = production.version
         return response

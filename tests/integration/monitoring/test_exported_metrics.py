@@ -30,6 +30,7 @@ CACHED_REPEATS = 5
 QUIET_ON_A_HEALTHY_SERVER = {
     "mlserve_prediction_log_dropped_total",  # only when the log queue is full and set to drop
     "mlserve_rejected_requests_total",  # only when overloaded or past a deadline
+    "mlserve_rollout_rollbacks_total",  # only when a rollout's guardrail breaks
 }
 """Declared in /metrics but without samples until something goes wrong."""
 SETTLE_TIMEOUT_S = 60.0

@@ -208,7 +208,7 @@ def test_an_older_postgres_log_gains_the_unknown_categories_column(postgres_url:
         columns = [c["name"] for c in sa.inspect(upgraded).get_columns("prediction_requests")]
     finally:
         upgraded.dispose()
-    assert columns[-2:] == ["inputs_f64", "unknown_categories"]
+    assert columns[-3:] == ["inputs_f64", "unknown_categories", "route"]
     assert [(r.request_id, r.row, r.unknown_categories) for r in records] == [
         ("old", 0, ()),
         ("req-0001", 0, ("c",)),

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mlserve.monitoring import describe_features
+from mlserve.monitoring.predlog_store import PredictionLogStore
 from mlserve.registry import NewVersion, RegistryStore, RolloutLimits
 from mlserve.runtimes import dump_sklearn
 from mlserve.types import Signature
@@ -147,6 +149,23 @@ def wait_for_weight(server: LiveServer, canary: float) -> None:
         time.sleep(0.05)
 
 
+def logged_routes(
+    project: RolloutProject, server: LiveServer, requests: int, since: datetime
+) -> Counter[tuple[str, str]]:
+    """(version, route) of each request of MODEL logged since ``since``, once ``requests`` are
+    logged (the server's writer works behind the answers)."""
+    store = PredictionLogStore(f"sqlite:///{project.root / '.mlserve' / 'predictions.db'}")
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            records = [r for r in store.read_records(MODEL, since=since) if r.row == 0]
+            if len(records) >= requests or time.monotonic() > deadline:
+                return Counter((r.version, r.route) for r in records)
+            time.sleep(0.1)
+    finally:
+        store.close()
+
+
 def versions_of(responses: list[httpx.Response]) -> Counter[str]:
     for response in responses:
         assert response.status_code == 200, response.text
@@ -168,6 +187,7 @@ def test_canary_weights_land_within_binomial_bounds_and_explicit_choice_works(
         httpx.Client(base_url=server.url, timeout=30) as client,
         registry(fresh.root) as store,
     ):
+        since = datetime.now(UTC)
         store.start_rollout(MODEL, CANDIDATE, canary=30)
         wait_for_weight(server, 30)
         rows = [i % len(fresh.rows) for i in range(600)]
@@ -182,6 +202,12 @@ def test_canary_weights_land_within_binomial_bounds_and_explicit_choice_works(
         assert explicit.json()["predictions"] == [fresh.expected[CANDIDATE][0]]
         unknown = predict(client, fresh.rows[0], {"x-model-version": "99"})
         assert unknown.status_code == 404, unknown.text
+        routes = logged_routes(fresh, server, len(rows) + 1, since)
+        assert routes == {
+            ("1", "production"): counts["1"],
+            ("2", "canary"): counts["2"],
+            ("2", "explicit"): 1,
+        }, routes
 
         store.update_rollout(MODEL, canary=100)
         wait_for_weight(server, 100)
@@ -224,6 +250,7 @@ def test_shadow_traffic_never_changes_an_answer_and_its_failures_stay_inside(
         httpx.Client(base_url=server.url, timeout=30) as client,
         registry(fresh.root) as store,
     ):
+        since = datetime.now(UTC)
         store.start_rollout(MODEL, FRAGILE, shadow=100)
         wait_for_metric(server, "mlserve_rollout_weight_percent", 100, model=MODEL, kind="shadow")
         rows = [i % len(fresh.rows) for i in range(200)]
@@ -244,6 +271,11 @@ def test_shadow_traffic_never_changes_an_answer_and_its_failures_stay_inside(
         agree = metric(server, "mlserve_shadow_rows_total", agreement="agree", **labels)
         disagree = metric(server, "mlserve_shadow_rows_total", agreement="disagree", **labels)
         assert agree + disagree == results["compared"]
+        routes = logged_routes(fresh, server, len(rows) + int(results["compared"]), since)
+        assert routes == {
+            ("1", "production"): len(rows),
+            ("3", "shadow"): results["compared"],
+        }, routes
         store.rollback_rollout(MODEL, "done")
 
 
@@ -256,6 +288,7 @@ def test_a_failing_candidate_is_rolled_back_and_clients_never_see_its_errors(
         httpx.Client(base_url=server.url, timeout=30) as client,
         registry(fresh.root) as store,
     ):
+        since = datetime.now(UTC)
         started = store.start_rollout(MODEL, FRAGILE, canary=50, limits=limits)
         wait_for_weight(server, 50)
         answers, rows = [], []
@@ -275,6 +308,10 @@ def test_a_failing_candidate_is_rolled_back_and_clients_never_see_its_errors(
         assert "error rate" in ended[0].detail
         assert "guardrail" in ended[0].actor
         assert metric(server, "mlserve_rollout_rollbacks_total", model=MODEL) == 1
+        routes = logged_routes(fresh, server, len(rows), since)
+        assert set(routes) <= {("1", "production"), ("1", "fallback"), ("3", "canary")}, routes
+        assert routes[("1", "fallback")] > 0, routes
+        assert sum(routes.values()) == len(rows)
         wait_for_weight(server, 0)
         after = [predict(client, fresh.rows[i]) for i in range(20)]
         assert versions_of(after) == {str(PRODUCTION): 20}

@@ -218,7 +218,7 @@ def test_export_is_flat_with_a_column_per_feature_and_class(store: PredictionLog
     frame = store.export("iris", "1", classes=["no", "yes"])
     assert list(frame.columns) == [
         "ts", "request_id", "row", "model", "version", "x", "input_ts", "prediction",
-        "proba_no", "proba_yes", "latency_ms", "unknown_categories",
+        "proba_no", "proba_yes", "latency_ms", "unknown_categories", "route",
     ]  # fmt: skip
     assert frame["request_id"].tolist() == ["a", "b", "b"]
     assert frame["row"].tolist() == [0, 0, 1]

@@ -246,7 +246,7 @@ def test_an_older_log_gains_the_column_keeps_its_rows_and_takes_flagged_rows(
 
     opened = PredictionLogStore(f"sqlite:///{path}")
     try:
-        assert columns_of(path)[-2:] == ["inputs_f64", "unknown_categories"]
+        assert columns_of(path)[-3:] == ["inputs_f64", "unknown_categories", "route"]
         opened.write_requests([to_request(pending("new", {"plan": [1]}, rows=2), frozenset())])
         records = opened.read_records("churn")
         frame = opened.export("churn", "1")
