@@ -13,3 +13,4 @@ fi
 "$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
 "$here/../.venv/bin/python" "$here/batch_bench.py"
 "$here/../.venv/bin/python" "$here/swap_bench.py"
+"$here/../.venv/bin/python" "$here/shadow_bench.py"
