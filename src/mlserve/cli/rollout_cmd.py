@@ -261,10 +261,56 @@ def rollout_status(
     console.print(table)
     if live is None:
         console.print(f"server: not reachable at {url}", highlight=False)
-    else:
+        return
+    console.print(f"server: {url}; requests, errors and latency since it started", highlight=False)
+    if rollout.shadow > 0:
         console.print(
-            f"server: {url}; requests, errors and latency since it started", highlight=False
+            _shadow_text(url, settings.api_keys, name, str(rollout.candidate)), highlight=False
         )
+
+
+def _shadow_text(url: str, keys: tuple[str, ...], name: str, version: str) -> str:
+    """One line on the shadow's record: mirrored requests by result, and how its answers
+    compare with the ones sent (agreement for classifiers, mean |difference| for regressors)."""
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    try:
+        with httpx.Client(base_url=url, timeout=2.0, headers=headers) as client:
+            response = client.get("/metrics")
+            response.raise_for_status()
+            scrape = Scrape.parse(response.text, time.monotonic())
+    except (httpx.HTTPError, ValueError):
+        return "shadow: server metrics not available"
+
+    def total(metric: str, label: str, value: str) -> float:
+        return sum(
+            s.value
+            for s in scrape.samples
+            if s.name == metric
+            and s.labels.get("model") == name
+            and s.labels.get("version") == version
+            and s.labels.get(label) == value
+        )
+
+    results = {
+        r: total("mlserve_shadow_requests_total", "result", r)
+        for r in ("compared", "failed", "dropped")
+    }
+    text = ", ".join(f"{v:.0f} {r}" for r, v in results.items())
+    agree = total("mlserve_shadow_rows_total", "agreement", "agree")
+    disagree = total("mlserve_shadow_rows_total", "agreement", "disagree")
+    values = total("mlserve_shadow_rows_total", "agreement", "value")
+    if agree + disagree:
+        text += f"; agreement {agree / (agree + disagree):.1%} of {agree + disagree:.0f} rows"
+    elif values:
+        difference = sum(
+            s.value
+            for s in scrape.samples
+            if s.name == "mlserve_shadow_abs_difference_total"
+            and s.labels.get("model") == name
+            and s.labels.get("version") == version
+        )
+        text += f"; mean |difference| {difference / values:.4g} over {values:.0f} rows"
+    return f"shadow (version {version}, mirrored requests): {text}"
 
 
 @rollout_app.command("history")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving_harness import LiveServer, running_server, wait_for_every_worker
+from serving_harness import (
+    MLSERVE,
+    LiveServer,
+    running_server,
+    server_environment,
+    wait_for_every_worker,
+)
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
@@ -271,6 +278,13 @@ def test_shadow_traffic_never_changes_an_answer_and_its_failures_stay_inside(
         agree = metric(server, "mlserve_shadow_rows_total", agreement="agree", **labels)
         disagree = metric(server, "mlserve_shadow_rows_total", agreement="disagree", **labels)
         assert agree + disagree == results["compared"]
+        status = subprocess.run(
+            [MLSERVE, "rollout", "status", MODEL, "--server", server.url],
+            cwd=fresh.root, env=server_environment(), capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        compared = f"{results['compared']:.0f} compared"
+        assert f"shadow (version {FRAGILE}, mirrored requests): {compared}" in status.stdout
+        assert f"agreement {agree / results['compared']:.1%}" in status.stdout
         routes = logged_routes(fresh, server, len(rows) + int(results["compared"]), since)
         assert routes == {
             ("1", "production"): len(rows),
