@@ -9,6 +9,7 @@ record and the reason.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from mlserve.batch.chunks import Chunk, Reject, clip_text
-from mlserve.inputs import CheckedRows, InputPolicy, RowChecker, loads_json, refusal_reason
+from mlserve.inputs import (
+    CheckedRows,
+    InputPolicy,
+    RowChecker,
+    loads_json,
+    predict_around_refusals,
+)
 from mlserve.runtimes import Batch, Runtime
 
 PREDICTION = "prediction"
@@ -209,31 +215,47 @@ def _predict(
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str]]:
     """Predictions for every row the model accepts, and why it refused the others.
 
-    A failed call is split in halves until the rows at fault are alone, so one bad row costs
-    about 2 * log2(rows) extra calls instead of failing its whole chunk. With ``threads``, each
-    of that many blocks of rows is predicted (and split) on its own thread.
+    A failed call is split in halves until the rows at fault are alone
+    (``predict_around_refusals``), so one bad row costs about 2 * log2(rows) extra calls
+    instead of failing its whole chunk. With ``threads``, each of that many blocks of rows is
+    predicted (and split) on its own thread.
     """
     if not len(batch):
         return None, None, {}
-    failed: dict[int, str] = {}
+    call = functools.partial(_predict_rows, runtime, proba)
+    # Exception: the job-runner edge, where model code may raise anything on a bad row.
     blocks = _blocks(len(batch), threads)
     if len(blocks) == 1:
-        parts = _bisect(runtime, batch, proba, 0, len(batch), failed)
+        searches = [predict_around_refusals(call, batch, Exception)]
     else:
         pool = _thread_pool(len(blocks))
-        per_block: list[dict[int, str]] = [{} for _ in blocks]
         futures = [
-            pool.submit(_bisect, runtime, batch, proba, start, stop, block_failed)
-            for (start, stop), block_failed in zip(blocks, per_block, strict=True)
+            pool.submit(predict_around_refusals, call, batch, Exception, span=block)
+            for block in blocks
         ]
-        parts = [part for future in futures for part in future.result()]
-        for block_failed in per_block:
-            failed.update(block_failed)
+        searches = [future.result() for future in futures]
+    parts = [part for found, _ in searches for part in found]
+    failed = {row: reason for _, refused in searches for row, reason in refused.items()}
     if not parts:
         return None, None, failed
     predictions = np.concatenate([p for p, _ in parts])
     probabilities = np.concatenate([q for _, q in parts if q is not None]) if proba else None
     return predictions, probabilities, failed
+
+
+def _predict_rows(
+    runtime: Runtime, proba: bool, rows: Batch
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions (and probabilities) of ``rows``; ValueError when the model's answer does not
+    have one prediction per row."""
+    probabilities: np.ndarray | None = None
+    if proba:
+        predicted, probabilities = (np.asarray(a) for a in runtime.predict_with_proba(rows))
+    else:
+        predicted = np.asarray(runtime.predict(rows))
+    if len(predicted) != len(rows):
+        raise ValueError(f"model returned {len(predicted)} predictions for {len(rows)} rows")
+    return predicted, probabilities
 
 
 def _blocks(rows: int, threads: int) -> list[tuple[int, int]]:
@@ -261,36 +283,6 @@ def stop_threads() -> None:
         if _POOL is not None:
             _POOL.shutdown(wait=True)
         _POOL, _POOL_SIZE = None, 0
-
-
-def _bisect(
-    runtime: Runtime,
-    batch: Batch,
-    proba: bool,
-    start: int,
-    stop: int,
-    failed: dict[int, str],
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Results of rows ``start:stop`` in order, in as few calls as the bad rows allow."""
-    part = batch.iloc[start:stop] if isinstance(batch, pd.DataFrame) else batch[start:stop]
-    try:
-        probabilities: np.ndarray | None = None
-        if proba:
-            predicted, probabilities = (np.asarray(a) for a in runtime.predict_with_proba(part))
-        else:
-            predicted = np.asarray(runtime.predict(part))
-        if len(predicted) != stop - start:
-            raise ValueError(f"model returned {len(predicted)} predictions for {stop - start} rows")
-    except Exception as exc:  # the job-runner edge: model code may raise anything on a bad row
-        if stop - start == 1:
-            failed[start] = refusal_reason(exc)
-            return []
-        middle = (start + stop) // 2
-        return [
-            *_bisect(runtime, batch, proba, start, middle, failed),
-            *_bisect(runtime, batch, proba, middle, stop, failed),
-        ]
-    return [(predicted, probabilities)]
 
 
 def _ids(columns: dict[str, Any], id_column: str | None, positions: list[int]) -> list[Any]:

@@ -332,6 +332,15 @@ def refusal_reason(error: BaseException) -> str:
     return f"the model refused it: {type(error).__name__}: {lines[0] if lines else ''}".rstrip()
 
 
+def rejection_text(rejections: Sequence[tuple[int, str]]) -> str:
+    """How every door words a refused request: the first rejected row, by its position, with its
+    reason, and how many other rows were rejected (``rejections`` in row order, not empty)."""
+    row, reason = rejections[0]
+    more = len(rejections) - 1
+    suffix = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
+    return f"row {row}: {reason}{suffix}"
+
+
 def _extra_reason(columns: Sequence[str]) -> str:
     return f"unknown column(s) {_names(columns)}, and extra columns are refused for this model"
 
@@ -376,4 +385,5 @@ __all__ = [
     "RowChecker",
     "UnknownCategories",
     "refusal_reason",
+    "rejection_text",
 ]

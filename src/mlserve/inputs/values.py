@@ -267,7 +267,7 @@ def _python_cells(values: Sequence[Any]) -> Cells:
             booleans[index] = True
             numbers[index] = 1.0 if value else 0.0
         elif isinstance(value, _NUMBER_TYPES):
-            number = _float(value)
+            number = as_float64(value)
             numbers[index] = number
             missing[index] = math.isnan(number)
         elif isinstance(value, str | bytes):
@@ -288,8 +288,11 @@ def _python_cells(values: Sequence[Any]) -> Cells:
     return Cells(numbers, missing, booleans, words, invalid, nested, values)
 
 
-def _float(value: Any) -> float:
-    """A number as float64; an integer too large for it is infinite, as its text would be."""
+def as_float64(value: Any) -> float:
+    """A JSON number (or null, as NaN) as float64; an integer too large for it is infinite, as
+    its text would be. Raises TypeError or ValueError for anything else."""
+    if value is None:
+        return math.nan
     try:
         return float(value)
     except OverflowError:

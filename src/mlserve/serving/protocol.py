@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from mlserve.errors import InvalidInput
-from mlserve.inputs import loads_json
+from mlserve.inputs import as_float64, loads_json
 
 HEADER_LENGTH = "inference-header-content-length"
 """Request/response header giving the JSON part's length when binary tensors follow it."""
@@ -273,7 +273,7 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np
             return raw.astype(dtype)
         except OverflowError:  # an integer past float64: infinite, as its text reads
             with contextlib.suppress(TypeError, ValueError):  # not numbers: refused below
-                return np.array([_float(value) for value in raw], dtype=dtype)
+                return np.array([as_float64(value) for value in raw], dtype=dtype)
         except (TypeError, ValueError):
             pass
     if kind not in "biuf" and raw.size:
@@ -285,16 +285,6 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], raw: np.ndarray) -> np
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}")
     return raw.astype(dtype)
-
-
-def _float(value: Any) -> float:
-    """A JSON number (or null, as NaN) as a float; an integer past float64 is infinite."""
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 def datatype_of(array: np.ndarray) -> str:
