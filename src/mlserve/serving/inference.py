@@ -10,16 +10,14 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
-import pandas as pd
 
 from mlserve.errors import InvalidInput, ModelRefused, Overloaded
-from mlserve.inputs import CheckedRows, refusal_reason
+from mlserve.inputs import CheckedRows, predict_around_refusals, refusal_reason, rejection_text
 from mlserve.logging import new_request_id, request_id_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.monitoring.predlog import PendingPrediction, PredictionLogWriter
 from mlserve.runtimes import Batch, Runtime
 from mlserve.serving.executor import InferenceExecutor
-from mlserve.serving.tabular import accept
 
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
@@ -59,18 +57,31 @@ def compute(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[st
 
 
 def name_refused_rows(
-    runtime: Runtime, batch: Batch, outputs: tuple[str, ...], reason: str
+    runtime: Runtime, rows: CheckedRows, outputs: tuple[str, ...], reason: str | None = None
 ) -> NoReturn:
-    """Runs in a worker thread, on one request's rows that the model refused (with
-    ``reason``): raises InvalidInput naming the first refused row and counting the others, as
-    every door words it."""
-    refused = _refused_rows(runtime, batch, outputs) if len(batch) > 1 else {0: reason}
-    if refused:
-        rejected = np.zeros(len(batch), dtype=bool)
-        rejected[list(refused)] = True
-        accept(CheckedRows(batch, rejected, refused))  # raises InvalidInput naming the first
+    """Runs in a worker thread, on one request refused as a whole: the checker rejected some of
+    its rows, or the model refused its rows together (with ``reason``). Finds which of the rows
+    the checker accepted the model refuses, as ``mlserve predict`` scores them, and raises
+    InvalidInput naming the first rejected row of either kind and counting the others, as every
+    door words it. The error path only: it costs a predict call of the accepted rows, and two
+    more per refused row (halving)."""
+    reasons = dict(rows.reasons)
+    accepted = rows.accepted_positions()
+    refused: dict[int, str] = {}
+    if reason is not None and len(accepted) == 1:
+        refused = {0: reason}
+    elif len(accepted):
+        _, refused = predict_around_refusals(
+            lambda part: _outputs(runtime, part, outputs),
+            rows.accepted_batch(),
+            known_to_fail=reason is not None,
+        )
+    for position, why in refused.items():
+        reasons[int(accepted[position])] = why
+    if reasons:
+        raise InvalidInput(rejection_text(sorted(reasons.items())))
     # Each row alone is taken: the model refuses these rows together, not any one of them.
-    raise InvalidInput(reason)
+    raise InvalidInput(reason or "the model refused the rows together")
 
 
 def _outputs(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -82,31 +93,6 @@ def _outputs(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[s
     elif PREDICT_PROBA in outputs:
         results[PREDICT_PROBA] = runtime.predict_proba(batch)
     return results
-
-
-def _refused_rows(runtime: Runtime, batch: Batch, outputs: tuple[str, ...]) -> dict[int, str]:
-    """Each row of ``batch`` (which the model refused) that the model refuses on its own, with
-    the reason it gives for that row, found as batch jobs find them: by halving the rows, so
-    the predict calls grow with the refused rows rather than the batch. The error path only."""
-    refused: dict[int, str] = {}
-    ranges = _halves(0, len(batch))
-    while ranges:
-        start, stop = ranges.pop()
-        part = batch.iloc[start:stop] if isinstance(batch, pd.DataFrame) else batch[start:stop]
-        try:
-            _outputs(runtime, part, outputs)
-        except ValueError as exc:
-            if stop - start == 1:
-                refused[start] = refusal_reason(exc)
-            else:
-                ranges += _halves(start, stop)
-    return refused
-
-
-def _halves(start: int, stop: int) -> list[tuple[int, int]]:
-    """``start:stop`` in two, the first half last (popped first)."""
-    middle = (start + stop) // 2
-    return [(middle, stop), (start, middle)]
 
 
 class PredictTiming:

@@ -2,8 +2,9 @@
 into columns for the model's input checker (``mlserve.inputs``), which judges every row.
 
 This module only knows shapes: which tensor or key holds which feature. What a value means,
-and whether a row is accepted, is decided in ``mlserve.inputs`` for every door alike; a
-request with a rejected row is answered 400 naming the row, the feature and the value.
+and whether a row is accepted, is decided in ``mlserve.inputs`` for every door alike. The rows
+come back with their verdicts; ``ServedVersion.predict`` answers a request with a rejected row
+400 naming the first rejected row, once it also knows which of the others the model refuses.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ NO_ROWS = "the request holds no rows"
 
 @dataclass(frozen=True, slots=True)
 class TabularSchema:
-    """A served model's input shapes, over its input checker."""
+    """A served model's input shapes, over its input checker: each ``from_*`` gives the rows
+    with each one's verdict, and raises InvalidInput only for a request of the wrong shape."""
 
     checker: RowChecker
 
@@ -80,7 +82,7 @@ class TabularSchema:
         rows = lengths.pop() if lengths else 0
         if rows == 0:
             raise InvalidInput(NO_ROWS)
-        return accept(self.checker.check_columns(columns, rows, extra=list(columns)))
+        return self.checker.check_columns(columns, rows, extra=list(columns))
 
     def from_rows(self, rows: Any, *, may_hold_booleans: bool = True) -> CheckedRows:
         """Rows from a list of lists (signature order) or a list of records (by name).
@@ -94,7 +96,7 @@ class TabularSchema:
         if isinstance(first, dict):
             if not all(isinstance(r, dict) for r in rows):
                 raise InvalidInput("every instance must be an object when the first one is")
-            return accept(self.checker.check_records(rows))
+            return self.checker.check_records(rows)
         if not isinstance(first, list):
             rows = [rows]  # a single row sent as a flat list
         width = len(self.names)
@@ -132,19 +134,8 @@ class TabularSchema:
         if len(matrix) == 0:
             raise InvalidInput(NO_ROWS)
         if self.checker.all_numeric and matrix.dtype.kind in "fiu":
-            return accept(self.checker.check_matrix(matrix.astype(np.float64, copy=False)))
+            return self.checker.check_matrix(matrix.astype(np.float64, copy=False))
         return self.from_columns({n: matrix[:, i] for i, n in enumerate(self.names)})
-
-
-def accept(checked: CheckedRows) -> CheckedRows:
-    """``checked`` when every row was accepted; else InvalidInput naming the first rejected row."""
-    if checked.all_accepted:
-        return checked
-    rejections = checked.rejections()
-    row, reason = rejections[0]
-    more = len(rejections) - 1
-    suffix = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
-    raise InvalidInput(f"row {row}: {reason}{suffix}")
 
 
 def _preview(names: list[str], limit: int = 5) -> str:
