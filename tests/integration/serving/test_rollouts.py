@@ -33,6 +33,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from steady_load import SteadyLoad
 
 from mlserve.monitoring import describe_features
 from mlserve.monitoring.predlog_store import PredictionLogStore
@@ -331,28 +332,40 @@ def test_a_failing_candidate_is_rolled_back_and_clients_never_see_its_errors(
         assert versions_of(after) == {str(PRODUCTION): 20}
 
 
-def test_promote_under_load_gives_no_error_and_moves_production(
+def test_rollback_and_promote_under_load_give_no_error(
     fresh: RolloutProject, tmp_path: Path
 ) -> None:
     with (
         running_server(fresh.root, MODEL, env=FOLLOW, log_dir=tmp_path) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
         registry(fresh.root) as store,
     ):
-        store.start_rollout(MODEL, CANDIDATE, canary=20)
-        wait_for_weight(server, 20)
-        answers, rows = [], []
-        for step in range(300):
-            if step == 100:
-                store.promote_rollout(MODEL)
-            row = step % len(fresh.rows)
-            rows.append(row)
-            answers.append(predict(client, fresh.rows[row]))
-        versions_of(answers)
-        check_predictions(fresh, rows, answers)
+        with SteadyLoad(server.url, MODEL, fresh.rows, FEATURES, threads=4) as load:
+            store.start_rollout(MODEL, CANDIDATE, canary=30, shadow=50)
+            wait_for_weight(server, 30)
+            wait_until_answers(load, 200)
+            store.rollback_rollout(MODEL, "under load")
+            wait_for_weight(server, 0)
+            store.start_rollout(MODEL, CANDIDATE, canary=50)
+            wait_for_weight(server, 50)
+            wait_until_answers(load, 200)
+            store.promote_rollout(MODEL)
+            wait_for_weight(server, 0)
+            wait_until_answers(load, 200)
+        assert load.answers, "the load sent nothing"
+        failed = [a for a in load.answers if a.status != 200]
+        assert failed == [], failed[:5]
+        for answer in load.answers:
+            version = int(answer.version or 0)
+            assert answer.prediction == str(fresh.expected[version][answer.row]), answer
         assert store.resolve(MODEL).version == CANDIDATE
-        deadline = time.monotonic() + WAIT_S
-        while predict(client, fresh.rows[0]).headers["x-model-version"] != str(CANDIDATE):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert versions_of([predict(client, fresh.rows[i]) for i in range(20)]) == {"2": 20}
+        assert {a.version for a in load.answers[-20:]} == {str(CANDIDATE)}
+        assert all(status == 200 for status in load.readiness)
+
+
+def wait_until_answers(load: SteadyLoad, more: int) -> None:
+    """Until the load got ``more`` answers beyond what it has now (bounded)."""
+    target = load.count() + more
+    deadline = time.monotonic() + WAIT_S
+    while load.count() < target:
+        assert time.monotonic() < deadline, "the load stalled"
+        time.sleep(0.02)
