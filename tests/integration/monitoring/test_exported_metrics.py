@@ -31,6 +31,12 @@ QUIET_ON_A_HEALTHY_SERVER = {
     "mlserve_prediction_log_dropped_total",  # only when the log queue is full and set to drop
     "mlserve_rejected_requests_total",  # only when overloaded or past a deadline
     "mlserve_rollout_rollbacks_total",  # only when a rollout's guardrail breaks
+    # only while a rollout is active (tests/integration/serving/test_rollouts.py drives them)
+    "mlserve_rollout_weight_percent",
+    "mlserve_routed_requests_total",
+    "mlserve_shadow_rows_total",
+    "mlserve_shadow_requests_total",
+    "mlserve_shadow_predict_duration_seconds",
 }
 """Declared in /metrics but without samples until something goes wrong."""
 SETTLE_TIMEOUT_S = 60.0
