@@ -239,6 +239,10 @@ def _from_json(name: str, datatype: str, dtype: np.dtype[Any], data: Any, count:
         raw = np.asarray(data)
     except ValueError:
         raise InvalidInput(f"input {name!r}: nested 'data' is ragged") from None
+    if raw.dtype.kind == "U":
+        # numpy's fixed-width strings drop trailing NUL characters ("\x00" would read as "",
+        # a missing value): keep the JSON strings themselves, in the shape numpy found.
+        raw = np.array(data, dtype=object).reshape(raw.shape)
     raw = raw.reshape(-1)
     if raw.size != count:
         raise InvalidInput(f"input {name!r}: shape needs {count} elements, got {raw.size}")

@@ -210,3 +210,15 @@ def test_empty_bytes_tensor_decodes_from_json() -> None:
     [tensor] = decode_request(body).inputs
     assert tensor.data.shape == (0,)
     assert tensor.data.dtype == object
+
+
+def test_bytes_from_json_keep_trailing_nul_characters() -> None:
+    """numpy's fixed-width strings drop trailing NULs: "\\x00" once decoded as "", a missing
+    value, where every other door reads the text "\\x00"."""
+    data = [["\x00", "a\x00"], ["", "b"]]
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [2, 2], "data": data}]}
+    )
+    [tensor] = decode_request(body).inputs
+    assert tensor.data.dtype == object
+    assert tensor.data.reshape(2, 2).tolist() == data
