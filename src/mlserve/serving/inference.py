@@ -63,8 +63,8 @@ def name_refused_rows(
     its rows, or the model refused its rows together (with ``reason``). Finds which of the rows
     the checker accepted the model refuses, as ``mlserve predict`` scores them, and raises
     InvalidInput naming the first rejected row of either kind and counting the others, as every
-    door words it. The error path only: it costs a predict call of the accepted rows, and two
-    more per refused row (halving)."""
+    door words it. The error path only: it costs a predict call of the accepted rows, and about
+    2 * log2(rows) more per refused row (halving)."""
     reasons = dict(rows.reasons)
     accepted = rows.accepted_positions()
     refused: dict[int, str] = {}
