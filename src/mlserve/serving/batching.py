@@ -8,6 +8,10 @@ stacking rows that are already here costs nothing, and requests of many rows (la
 ``max_batch_size`` on their own) still share predict calls. The queue is bounded: when full, a request
 is refused at once (503 with Retry-After) rather than timing out later; a request whose
 deadline passes while queued is dropped without being computed (504).
+
+Refusing is decided before a request's body is read, too (``refuse_if_full`` with an estimate of
+its rows, see ``serving/admission.py``), so a rejection costs no decoding; ``predict`` applies
+the same rule to the rows actually decoded, and its word is final.
 """
 
 from __future__ import annotations
@@ -98,17 +102,22 @@ class MicroBatcher:
         """Rows waiting for a predict call."""
         return self._queued_rows
 
-    async def predict(self, batch: Batch, outputs: tuple[str, ...]) -> Outputs:
-        """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded when
-        the deadline passes before its predict call starts (a started call is waited for)."""
-        rows = len(batch)
-        if self._queued_rows + rows > self._config.max_queue_rows and self._queue:
+    def refuse_if_full(self, rows: int) -> None:
+        """Raise Overloaded when ``rows`` more rows would overflow the queue; a request of any
+        size is taken when nothing is queued. Cheap: callers use it before decoding a body."""
+        if self._queue and self._queued_rows + rows > self._config.max_queue_rows:
             self.stats.rejected += 1
             raise Overloaded(
                 f"the queue holds {self._queued_rows} rows (limit {self._config.max_queue_rows}); "
                 "retry shortly",
                 retry_after_s=1.0,
             )
+
+    async def predict(self, batch: Batch, outputs: tuple[str, ...]) -> Outputs:
+        """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded when
+        the deadline passes before its predict call starts (a started call is waited for)."""
+        rows = len(batch)
+        self.refuse_if_full(rows)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pending = _Pending(
