@@ -7,10 +7,15 @@ per-request dependency resolution cost as much as the prediction. `ServingApp` g
 further and puts mlserve's own middleware in front of FastAPI's middleware stack rather than
 inside it, so inference requests skip its error, telemetry and body-limit layers too
 (mlserve's middleware does those jobs itself).
+
+A connection refused with 503 (Overloaded) is held until its Retry-After has passed: see
+``admission.RetryAfterHold``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -20,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mlserve.errors import Overloaded
+from mlserve.serving.admission import RetryAfterHold
 from mlserve.serving.errors import error_response
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -44,6 +51,7 @@ class FastPathMiddleware:
     def __init__(self, app: ASGIApp, routes: Sequence[APIRoute]) -> None:
         self.app = app
         self._routes: list[tuple[Any, Endpoint]] = [(r.path_regex, r.endpoint) for r in routes]
+        self._held = RetryAfterHold()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one request."""
@@ -55,10 +63,16 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
         endpoint, params = found
+        client = scope.get("client")
+        wait_s = self._held.wait_s(client, time.monotonic())
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
         request = Request(scope, receive)
         try:
             response = await endpoint(request, **params)
         except Exception as exc:  # the HTTP edge: errors become JSON, 500s are logged there
+            if isinstance(exc, Overloaded):
+                self._held.hold(client, exc.retry_after_s, time.monotonic())
             response = error_response(exc)
         await response(scope, receive, send)
 
