@@ -40,7 +40,7 @@ def predict(
     # Imported here: pandas and scikit-learn take a second to import; other commands need not.
     from mlserve.batch.inline import score_file
     from mlserve.batch.scoring import ROW, ScoringOptions
-    from mlserve.inputs import InputPolicy, build_checker
+    from mlserve.inputs import InputPolicy, build_checker, rejection_text
     from mlserve.runtimes import load_runtime
 
     fmt = output_format or (output.suffix.lstrip(".").lower() if output else "csv")
@@ -61,9 +61,8 @@ def predict(
     options = ScoringOptions(f"{version.name}:{version.version}", proba=proba, policy=policy)
     scored = score_file(data, runtime, checker, options)
     if scored.rejects:
-        first, more = scored.rejects[0], len(scored.rejects) - 1
-        suffix = f" ({more} more row{'s' if more > 1 else ''} rejected)" if more else ""
-        raise InvalidInput(f"{data}: row {first.row}: {first.reason}{suffix}")
+        rejections = [(reject.row, reject.reason) for reject in scored.rejects]
+        raise InvalidInput(f"{data}: {rejection_text(rejections)}")
     if scored.table is None:
         raise InvalidInput(f"{data}: no rows to predict")
     result = scored.table.drop_columns([ROW]).to_pandas()
