@@ -14,3 +14,4 @@ fi
 "$here/../.venv/bin/python" "$here/batch_bench.py"
 "$here/../.venv/bin/python" "$here/swap_bench.py"
 "$here/../.venv/bin/python" "$here/shadow_bench.py"
+"$here/../.venv/bin/python" "$here/overload_bench.py"
