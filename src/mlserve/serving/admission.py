@@ -11,6 +11,9 @@ decoded rows still refuses the request (after decoding it, the cost admission sa
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 
 class RowEstimate:
     """Guesses a request's rows from its body size, from running averages of the body sizes
@@ -60,19 +63,25 @@ class RetryAfterHold:
     long, and the batcher, the model's answers and health probes wait behind them. Held
     requests cost one timer each, and a connection sends nothing more while its request waits.
     Keyed by the client's address and port (one TCP connection). Event-loop only.
+
+    Each hold lasts a random share (half to all) of the Retry-After: connections refused in the
+    same turn of the loop would otherwise all come back in one later turn, fill the queue at
+    once and leave the model idle until the next wave.
     """
 
     _PRUNE_AT = 4096
     """Entries kept before expired ones are swept (connections that closed while held)."""
 
-    def __init__(self) -> None:
+    def __init__(self, share: Callable[[], float] | None = None) -> None:
         self._until: dict[tuple[str, int], float] = {}
+        self._share = share or (lambda: random.uniform(0.5, 1.0))
 
     def hold(self, client: tuple[str, int] | None, seconds: float, now: float) -> None:
-        """Hold ``client``'s next request until ``seconds`` after ``now`` (monotonic)."""
+        """Hold ``client``'s next request until a share of ``seconds`` after ``now``
+        (monotonic)."""
         if client is None:
             return
-        self._until[client] = now + seconds
+        self._until[client] = now + seconds * self._share()
         if len(self._until) > self._PRUNE_AT:
             self._until = {k: t for k, t in self._until.items() if t > now}
 

@@ -26,12 +26,21 @@ def test_a_content_length_that_is_not_a_number_is_not_declared() -> None:
 
 
 def test_a_held_connection_waits_out_its_retry_after_once() -> None:
-    held = RetryAfterHold()
+    held = RetryAfterHold(share=lambda: 1.0)
     client = ("127.0.0.1", 5000)
     held.hold(client, 1.0, now=10.0)
     assert held.wait_s(("127.0.0.1", 5001), now=10.2) == 0.0  # another connection
     assert held.wait_s(client, now=10.25) == 0.75
     assert held.wait_s(client, now=10.3) == 0.0  # the hold is used up
+
+
+def test_holds_last_half_to_all_of_the_retry_after() -> None:
+    held = RetryAfterHold()
+    for port in range(200):
+        held.hold(("127.0.0.1", port), 1.0, now=0.0)
+    waits = [held.wait_s(("127.0.0.1", port), now=0.0) for port in range(200)]
+    assert all(0.5 <= w <= 1.0 for w in waits)
+    assert max(waits) - min(waits) > 0.1  # spread, not one wave
 
 
 def test_a_request_after_its_retry_after_does_not_wait() -> None:
