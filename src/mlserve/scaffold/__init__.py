@@ -1,5 +1,6 @@
 """What `mlserve init` writes."""
 
+from mlserve.scaffold.kubernetes import KUBERNETES_FILES, DeploySpec, write_manifests
 from mlserve.scaffold.project import (
     MONITORING_FILES,
     SAMPLE_DATASET,
@@ -12,12 +13,15 @@ from mlserve.scaffold.project import (
 )
 
 __all__ = [
+    "KUBERNETES_FILES",
     "MONITORING_FILES",
     "SAMPLE_DATASET",
     "SAMPLE_TARGET",
+    "DeploySpec",
     "InitResult",
     "env_example",
     "init_project",
     "sample_dataset",
     "template_path",
+    "write_manifests",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
 from mlserve.errors import Conflict
+from mlserve.scaffold.kubernetes import DeploySpec, manifest_files
 from mlserve.settings import Settings
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -64,7 +66,8 @@ def template_path(name: str) -> Path:
 
 def init_project(folder: Path, *, force: bool = False) -> InitResult:
     """Write mlserve.yaml, .env.example, README.md, monitoring/ (Grafana dashboard, Prometheus
-    alert rules and scrape configuration) and a sample dataset into ``folder``.
+    alert rules and scrape configuration), deploy/ (Kubernetes and KServe manifests for the
+    image `mlserve build` makes) and a sample dataset into ``folder``.
 
     Raises Conflict when a file would be overwritten and ``force`` is false.
     """
@@ -77,13 +80,20 @@ def init_project(folder: Path, *, force: bool = False) -> InitResult:
     files.update(
         {name: template_path(name).read_text(encoding="utf-8") for name in MONITORING_FILES}
     )
+    files.update(manifest_files(DeploySpec(name=_kubernetes_name(folder))))
     targets = [*files, SAMPLE_DATASET]
     existing = [name for name in targets if (folder / name).exists()]
     if existing and not force:
         raise Conflict(f"{folder} already has {', '.join(existing)}; use --force to overwrite")
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    (folder / "monitoring").mkdir(exist_ok=True)
     for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(content, encoding="utf-8")
     sample_dataset().to_csv(folder / SAMPLE_DATASET, index=False)
     return InitResult(folder, targets)
+
+
+def _kubernetes_name(folder: Path) -> str:
+    """The project folder's name as a Kubernetes object name, else ``mlserve``."""
+    name = re.sub(r"[^a-z0-9-]+", "-", folder.resolve().name.lower()).strip("-")[:40].strip("-")
+    return name or "mlserve"
