@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     """Per-model options (cache, batching), by model name."""
     max_queue_rows: int = Field(default=4096, ge=1)
     """Most rows queued per model; beyond it requests get 503 with Retry-After at once."""
+    hold_refused_connections: bool = True
+    """A connection answered 503 that sends again before its Retry-After waits out the rest
+    first (measured: goodput at 1,024 clients 24 -> ~640 req/s, bench/results/overload.md).
+    Turn off behind a proxy that reuses one upstream connection for many users."""
     request_timeout_s: float = Field(default=30.0, gt=0)
     """Deadline of a queued request; past it the request is dropped and answered 504."""
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -226,7 +226,9 @@ def create_app(
     fast = inference_routes([routes_v2.router, routes_v1.router], INFERENCE_ENDPOINTS)
     app.put_in_front(
         lambda fastapi_app: ObservabilityMiddleware(
-            FastPathMiddleware(fastapi_app, fast), middleware_config, metrics
+            FastPathMiddleware(fastapi_app, fast, hold=settings.hold_refused_connections),
+            middleware_config,
+            metrics,
         )
     )
     return app

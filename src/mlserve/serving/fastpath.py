@@ -48,10 +48,10 @@ def inference_routes(routers: Sequence[APIRouter], endpoints: Sequence[Endpoint]
 class FastPathMiddleware:
     """Sends POSTs to the inference routes straight to their endpoints."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[APIRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[APIRoute], *, hold: bool = True) -> None:
         self.app = app
         self._routes: list[tuple[Any, Endpoint]] = [(r.path_regex, r.endpoint) for r in routes]
-        self._held = RetryAfterHold()
+        self._held = RetryAfterHold() if hold else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one request."""
@@ -64,14 +64,14 @@ class FastPathMiddleware:
             return
         endpoint, params = found
         client = scope.get("client")
-        wait_s = self._held.wait_s(client, time.monotonic())
+        wait_s = self._held.wait_s(client, time.monotonic()) if self._held is not None else 0.0
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         request = Request(scope, receive)
         try:
             response = await endpoint(request, **params)
         except Exception as exc:  # the HTTP edge: errors become JSON, 500s are logged there
-            if isinstance(exc, Overloaded):
+            if isinstance(exc, Overloaded) and self._held is not None:
                 self._held.hold(client, exc.retry_after_s, time.monotonic())
             response = error_response(exc)
         await response(scope, receive, send)
