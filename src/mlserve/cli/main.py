@@ -18,6 +18,7 @@ from rich.markup import escape
 from mlserve import __version__
 from mlserve.cli import (
     batch_cmd,
+    build_cmd,
     deploy_cmd,
     drift_cmd,
     init_cmd,
@@ -138,6 +139,7 @@ app.command(name="drift")(drift_cmd.drift)
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="compare")(rollout_cmd.compare)
 app.command(name="k8s")(deploy_cmd.k8s)
+app.command(name="build")(build_cmd.build)
 app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
 app.add_typer(rollout_cmd.rollout_app, name="rollout")

@@ -1,0 +1,1 @@
+src/mlserve/scaffold/templates/deploy/Dockerfile
