@@ -239,6 +239,12 @@ def test_rolling_update_under_load_fails_no_request(
             stop.set()
             for thread in threads:
                 thread.join(timeout=60)
+        assert {pod.version for pod in cluster.pods.values()} == {2}
+        row = iris_frame[IRIS_FEATURES].iloc[0].tolist()
+        body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": row}]}
+        for _ in range(10):
+            answer = httpx.post(f"http://127.0.0.1:{lb_port}/v2/models/iris/infer", json=body)
+            assert answer.json()["model_version"] == "2"
     finally:
         haproxy.terminate()
         haproxy.wait(timeout=10)
