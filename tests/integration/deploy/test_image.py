@@ -29,7 +29,14 @@ import tritonclient.http as triton
 from sklearn.pipeline import Pipeline
 
 from mlserve.runtimes import dump_sklearn
-from mlserve.scaffold.kubernetes import MODEL_DIR, READY_PATH, RUN_AS_UID
+from mlserve.scaffold.kubernetes import (
+    KSERVE_MODEL_DIR,
+    MODEL_DIR,
+    READY_PATH,
+    RUN_AS_UID,
+    DeploySpec,
+    kubernetes_manifests,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,6 +73,14 @@ class Podman:
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)}: {result.returncode}\n{result.stderr}")
         return result.stdout.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """The built image's tag and the build context `mlserve build` wrote for it."""
+
+    tag: str
+    context: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +150,7 @@ def image(
     tmp_path_factory: pytest.TempPathFactory,
     iris_frame: pd.DataFrame,
     tiny_classifier: Pipeline,
-) -> str:
+) -> Image:
     """`mlserve build iris@production` with podman: the iris classifier baked in."""
     project = tmp_path_factory.mktemp("project")
     iris_frame.to_csv(project / "iris.csv", index=False)
@@ -161,31 +176,34 @@ def image(
         timeout=800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return TAG
+    return Image(TAG, project / "context")
 
 
 @pytest.fixture(scope="module")
-def container(podman: Podman, image: str) -> Iterator[Container]:
+def container(podman: Podman, image: Image) -> Iterator[Container]:
     """The image running with a read-only root filesystem and a 512 MiB memory limit."""
     name, port = f"mlserve-test-{os.getpid()}", free_port()
     started = time.monotonic()
     podman.run(
         "run", "--detach", "--name", name, "--read-only", "--memory", str(MEMORY),
-        "--publish", f"127.0.0.1:{port}:8080", image,
+        "--publish", f"127.0.0.1:{port}:8080", image.tag,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = started + 120
+    wait_ready(podman, name, url, started + 120)
+    yield Container(name, url, port, time.monotonic() - started)
+    podman.run("rm", "--force", name, check=False)
+
+
+def wait_ready(podman: Podman, name: str, url: str, deadline: float) -> None:
+    """Poll the readiness path until it answers 200, else fail with the container's logs."""
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + READY_PATH, timeout=1).status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    else:
-        raise AssertionError(podman.run("logs", name, check=False))
-    yield Container(name, url, port, time.monotonic() - started)
-    podman.run("rm", "--force", name, check=False)
+    raise AssertionError(podman.run("logs", name, check=False))
 
 
 def expected_species(model: Pipeline, rows: pd.DataFrame) -> list[str]:
@@ -250,6 +268,38 @@ def test_it_runs_as_non_root_on_a_read_only_root_within_its_memory_limit(
 def test_the_healthcheck_passes(podman: Podman, container: Container) -> None:
     podman.run("healthcheck", "run", container.name)
     assert podman.run("inspect", container.name, "--format", "{{.Config.User}}") == "10001:10001"
+
+
+def test_it_serves_a_version_folder_mounted_as_kserve_mounts_it(
+    podman: Podman,
+    image: Image,
+    tmp_path_factory: pytest.TempPathFactory,
+    iris_frame: pd.DataFrame,
+    tiny_classifier: Pipeline,
+) -> None:
+    """KServe's storage initializer puts the version folder's files at /mnt/models; the runtime
+    runs the image with the ClusterServingRuntime's arguments."""
+    (runtime,) = kubernetes_manifests(DeploySpec())["deploy/kserve/clusterservingruntime.yaml"]
+    args = runtime["spec"]["containers"][0]["args"]
+    version_folder = tmp_path_factory.getbasetemp() / "kserve-models"
+    shutil.copytree(image.context / "models" / "iris" / "1", version_folder)
+    name, port = f"mlserve-kserve-{os.getpid()}", free_port()
+    started = time.monotonic()
+    podman.run(
+        "run", "--detach", "--name", name, "--read-only",
+        "--volume", f"{version_folder}:{KSERVE_MODEL_DIR}:ro",
+        "--publish", f"127.0.0.1:{port}:8080", image.tag, *args,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(podman, name, url, started + 120)
+        row = iris_frame[IRIS_FEATURES].head(1).to_numpy().ravel().tolist()
+        body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": row}]}
+        answer = httpx.post(f"{url}/v2/models/iris/infer", json=body, timeout=30).json()
+        expected = expected_species(tiny_classifier, iris_frame.head(1))
+        assert answer["outputs"][0]["data"] == expected
+    finally:
+        podman.run("rm", "--force", name, check=False)
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(
