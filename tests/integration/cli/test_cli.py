@@ -69,6 +69,7 @@ def test_init_force_writes_a_project_and_train_registers_its_sample(project: Pro
         "MlserveModelNotReady",
         "MlservePredictionLogBacklog",
         "MlservePredictionLogDropping",
+        "MlserveRolloutRolledBack",
     ]
     assert "mlserve train data/breast_cancer.csv --target diagnosis" in project.init.stdout
     assert "# MLSERVE_PORT=8080" in (project.folder / ".env.example").read_text()
