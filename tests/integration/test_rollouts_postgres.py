@@ -2,17 +2,11 @@
 concurrent starts (the model's row lock, backed by the unique ``active_model_id``), promotion's
 single transaction, and rollbacks by id from several threads at once.
 
-The server is started as `monitoring/test_predlog_postgres.py` starts it (initdb refuses root,
-so it runs as the postgres user); without PostgreSQL the tests skip here and fail in CI.
+The server comes from ``postgres_url`` in tests/integration/conftest.py.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,49 +19,6 @@ from mlserve.registry import NewVersion, RegistryStore, RolloutLimits
 from mlserve.registry.migrations.runner import current_revision, head_revision
 
 THREADS = 6
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        reason = "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL server on a loopback port; stopped after the module."""
-    bin_dir = _pg_bin()
-    folder = Path(tempfile.mkdtemp(prefix="mlserve-pg-"))
-    subprocess.run(["chown", "postgres:postgres", str(folder)], check=True)
-    data, port = folder / "data", _free_port()
-
-    def as_postgres(*command: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True
-        )
-
-    as_postgres(
-        str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
-        "-E", "UTF8", "--locale=C.UTF-8",
-    )  # fmt: skip
-    as_postgres(
-        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30",
-        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
-    )  # fmt: skip
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from serving_harness import (
     PRICE_FEATURES,
     LiveServer,
     ServingProject,
+    open_store,
     running_server,
 )
 from sklearn.linear_model import LogisticRegression
@@ -33,14 +34,6 @@ from mlserve.registry import NewVersion, RegistryStore
 from mlserve.runtimes import dump_sklearn, load_sklearn
 from mlserve.training import TrainRequest, train
 from mlserve.types import MANIFEST_FILE, Signature, file_sha256
-
-
-def open_store(root: Path) -> RegistryStore:
-    """The registry `mlserve serve` finds when run in ``root`` with default settings."""
-    home = root / ".mlserve"
-    return RegistryStore(
-        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
-    )
 
 
 def register_pipeline(

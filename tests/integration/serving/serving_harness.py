@@ -23,7 +23,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from mlserve.registry import NewVersion, RegistryStore
+from mlserve.runtimes import dump_sklearn
 from mlserve.training import normalize_features
+from mlserve.types import Signature
 
 MLSERVE = str(Path(sys.executable).with_name("mlserve"))
 """The console script of the venv running the tests."""
@@ -340,3 +343,34 @@ def wait_for_every_worker(server: LiveServer) -> None:
             in_a_row = 0
         if not in_a_row:
             time.sleep(0.05)
+
+
+def open_store(root: Path) -> RegistryStore:
+    """The registry `mlserve serve` finds when run in ``root`` with default settings."""
+    home = root / ".mlserve"
+    return RegistryStore(
+        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
+    )
+
+
+@contextlib.contextmanager
+def registry(root: Path) -> Iterator[RegistryStore]:
+    """An open registry of ``root``, closed afterwards."""
+    store = open_store(root)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def register(
+    store: RegistryStore, name: str, estimator: Any, signature: Signature, folder: Path
+) -> str:
+    """Register ``estimator`` as the next version of ``name`` (its file written in ``folder``);
+    return its number."""
+    folder.mkdir(parents=True)
+    path = dump_sklearn(estimator, folder / "model.joblib")
+    version = store.register_version(
+        name, path, NewVersion(framework="sklearn", signature=signature)
+    )
+    return str(version.version)

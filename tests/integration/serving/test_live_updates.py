@@ -23,7 +23,14 @@ import pandas as pd
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving_harness import LiveServer, launch, shutdown, wait_for_every_worker
+from serving_harness import (
+    LiveServer,
+    launch,
+    register,
+    registry,
+    shutdown,
+    wait_for_every_worker,
+)
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -33,8 +40,7 @@ from steady_load import PROTOCOLS, Answer, SteadyLoad, ask, oip_body
 
 from mlserve.errors import AliasNotFound
 from mlserve.monitoring import describe_features
-from mlserve.registry import NewVersion, RegistryStore
-from mlserve.runtimes import dump_sklearn, load_sklearn
+from mlserve.runtimes import load_sklearn
 from mlserve.types import Signature
 
 MODEL = "swapped"
@@ -72,24 +78,6 @@ class SwapProject:
     """Version -> its prediction for each row, as text."""
 
 
-def open_store(root: Path) -> RegistryStore:
-    """The registry `mlserve serve` finds when run in ``root`` with default settings."""
-    home = root / ".mlserve"
-    return RegistryStore(
-        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
-    )
-
-
-@contextlib.contextmanager
-def registry(root: Path) -> Iterator[RegistryStore]:
-    """An open registry of ``root``, closed afterwards."""
-    store = open_store(root)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def classifier_signature(frame: pd.DataFrame) -> Signature:
     """The signature of a classifier of CLASSES over ``frame``'s columns."""
     return Signature(
@@ -99,16 +87,6 @@ def classifier_signature(frame: pd.DataFrame) -> Signature:
         classes=tuple(sorted(CLASSES)),
         target="label",
     )
-
-
-def register(store: RegistryStore, estimator: object, signature: Signature, folder: Path) -> str:
-    """Register ``estimator`` as the next version of MODEL; return its number."""
-    folder.mkdir(parents=True)
-    path = dump_sklearn(estimator, folder / "model.joblib")
-    version = store.register_version(
-        MODEL, path, NewVersion(framework="sklearn", signature=signature)
-    )
-    return str(version.version)
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +118,11 @@ def swap_project(tmp_path_factory: pytest.TempPathFactory) -> SwapProject:
     signature = classifier_signature(train)
     with registry(root) as store:
         numbers = [
-            register(store, linear, signature, staging / "linear"),
-            register(store, neighbors, signature, staging / "neighbors"),
-            register(store, neighbors, signature, staging / "corrupted"),
-            register(store, linear, classifier_signature(renamed), staging / "fails-warmup"),
-            register(store, weak, signature, staging / "unserved"),
+            register(store, MODEL, linear, signature, staging / "linear"),
+            register(store, MODEL, neighbors, signature, staging / "neighbors"),
+            register(store, MODEL, neighbors, signature, staging / "corrupted"),
+            register(store, MODEL, linear, classifier_signature(renamed), staging / "fails-warmup"),
+            register(store, MODEL, weak, signature, staging / "unserved"),
         ]
         assert numbers == [LINEAR, NEIGHBORS, CORRUPTED, FAILS_WARMUP, UNSERVED]
         store.set_alias(MODEL, "production", int(LINEAR))

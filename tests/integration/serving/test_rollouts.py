@@ -5,12 +5,10 @@ registry, real clients; load is bounded by request counts."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import (
     MLSERVE,
     LiveServer,
+    register,
+    registry,
     running_server,
     server_environment,
     wait_for_every_worker,
@@ -37,8 +37,7 @@ from steady_load import SteadyLoad
 
 from mlserve.monitoring import describe_features
 from mlserve.monitoring.predlog_store import PredictionLogStore
-from mlserve.registry import NewVersion, RegistryStore, RolloutLimits
-from mlserve.runtimes import dump_sklearn
+from mlserve.registry import RolloutLimits
 from mlserve.types import Signature
 
 MODEL = "rolled"
@@ -56,22 +55,6 @@ class RolloutProject:
     rows: list[list[float]]
     expected: dict[int, list[int]]
     """Version -> its prediction for each probe row (FRAGILE: rows with a >= 0 only)."""
-
-
-def open_store(root: Path) -> RegistryStore:
-    home = root / ".mlserve"
-    return RegistryStore(
-        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
-    )
-
-
-@contextlib.contextmanager
-def registry(root: Path) -> Iterator[RegistryStore]:
-    store = open_store(root)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +84,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> RolloutProject:
     with registry(root) as store:
         for number, estimator in estimators.items():
             folder = root / "src" / str(number)
-            folder.mkdir(parents=True)
-            path = dump_sklearn(estimator, folder / "model.joblib")
-            version = store.register_version(
-                MODEL, path, NewVersion(framework="sklearn", signature=signature)
-            )
-            assert version.version == number
+            assert register(store, MODEL, estimator, signature, folder) == str(number)
         store.set_alias(MODEL, "production", PRODUCTION)
     assert (np.asarray(rows["a"]) < 0).sum() >= 10, "the fragile candidate must fail on many rows"
     return RolloutProject(root, rows.to_numpy().tolist(), expected)

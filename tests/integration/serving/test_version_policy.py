@@ -5,11 +5,9 @@ after start-up. Real `mlserve serve` processes, real registry files."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +15,12 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from serving_harness import LiveServer, running_server
+from serving_harness import LiveServer, register, registry, running_server
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from mlserve.monitoring import describe_features
-from mlserve.registry import NewVersion, RegistryStore
-from mlserve.runtimes import dump_sklearn
 from mlserve.types import Signature
 
 MODEL = "policy"
@@ -46,36 +42,6 @@ class PolicyProject:
     expected: dict[str, list[int]]
     estimators: dict[str, Any]
     signature: Signature
-
-
-def open_store(root: Path) -> RegistryStore:
-    """The registry `mlserve serve` finds when run in ``root`` with default settings."""
-    home = root / ".mlserve"
-    return RegistryStore(
-        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
-    )
-
-
-@contextlib.contextmanager
-def registry(root: Path) -> Iterator[RegistryStore]:
-    """An open registry of ``root``, closed afterwards."""
-    store = open_store(root)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def register(
-    store: RegistryStore, name: str, estimator: Any, signature: Signature, folder: Path
-) -> str:
-    """Register ``estimator`` as the next version of ``name``; return its number."""
-    folder.mkdir(parents=True)
-    path = dump_sklearn(estimator, folder / "model.joblib")
-    version = store.register_version(
-        name, path, NewVersion(framework="sklearn", signature=signature)
-    )
-    return str(version.version)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""Fixtures shared by integration tests in several folders: a real PostgreSQL server.
+
+The server is started as ../shared/TESTING.md says: initdb refuses root, so it runs as the
+postgres user, on a free loopback port with its own data folder. `.ci/run` installs Debian's
+postgresql; without it the tests that ask for it skip here and fail in CI.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        reason = "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL server on a loopback port; stopped after the module."""
+    bin_dir = _pg_bin()
+    folder = Path(tempfile.mkdtemp(prefix="mlserve-pg-"))
+    subprocess.run(["chown", "postgres:postgres", str(folder)], check=True)
+    data, port = folder / "data", _free_port()
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True
+        )
+
+    as_postgres(
+        str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+        "-E", "UTF8", "--locale=C.UTF-8",
+    )  # fmt: skip
+    as_postgres(
+        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30",
+        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
