@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     """Per-model options (cache, batching), by model name."""
     max_queue_rows: int = Field(default=4096, ge=1)
     """Most rows queued per model; beyond it requests get 503 with Retry-After at once."""
+    max_queue_requests: int = Field(default=256, ge=1)
+    """Most requests queued per model, whatever their rows; beyond it requests get 503 with
+    Retry-After at once (one-row floods would otherwise never fill max_queue_rows)."""
     hold_refused_connections: bool = True
     """A connection answered 503 that sends again before its Retry-After waits out the rest
     first (measured: goodput at 1,024 clients 24 -> ~640 req/s, bench/results/overload.md).

@@ -175,7 +175,7 @@ class ServingMetrics:
             shadow_requests=Counter(
                 "mlserve_shadow_requests",
                 "Requests mirrored to a rollout's shadow version, by result: compared, failed "
-                "(the shadow raised; the client never sees it), dropped (too many in flight).",
+                "(the shadow raised; the client never sees it), dropped (its lane was full).",
                 ("model", "version", "result"),
                 registry=registry,
             ),
@@ -196,7 +196,8 @@ class ServingMetrics:
             shadow_latency=Histogram(
                 "mlserve_shadow_predict_duration_seconds",
                 "Predict time of mirrored requests: arm=shadow for the shadow version (the "
-                "version label), arm=primary for the version that answered the same requests.",
+                "version label; the predict call of the chunk the request was mirrored in), "
+                "arm=primary for the version that answered the same requests.",
                 ("model", "version", "arm"),
                 buckets=LATENCY_BUCKETS_S,
                 registry=registry,

@@ -251,6 +251,7 @@ def _version_options(
                 else options.max_batch_wait_ms
             ),
             max_queue_rows=settings.max_queue_rows,
+            max_queue_requests=settings.max_queue_requests,
             timeout_s=settings.request_timeout_s,
         )
 

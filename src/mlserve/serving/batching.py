@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +47,9 @@ class BatchingConfig:
     """Most rows stacked into one predict call from requests already queued (at least
     max_batch_size; a single larger request still runs, on its own)."""
     max_queue_rows: int = 4096
+    max_queue_requests: int = 256
+    """Most requests queued, whatever their rows: each costs the event loop its decoding and
+    answer, so a queue of many small requests is as slow to clear as one of many rows."""
     timeout_s: float = 30.0
 
 
@@ -103,15 +106,20 @@ class MicroBatcher:
         return self._queued_rows
 
     def refuse_if_full(self, rows: int) -> None:
-        """Raise Overloaded when ``rows`` more rows would overflow the queue; a request of any
-        size is taken when nothing is queued. Cheap: callers use it before decoding a body."""
-        if self._queue and self._queued_rows + rows > self._config.max_queue_rows:
-            self.stats.rejected += 1
-            raise Overloaded(
-                f"the queue holds {self._queued_rows} rows (limit {self._config.max_queue_rows}); "
-                "retry shortly",
-                retry_after_s=1.0,
-            )
+        """Raise Overloaded when ``rows`` more rows, or one more request, would overflow the
+        queue; a request of any size is taken when nothing is queued. Cheap: callers use it
+        before decoding a body."""
+        if not self._queue:
+            return
+        config = self._config
+        if self._queued_rows + rows > config.max_queue_rows:
+            held = f"{self._queued_rows} rows (limit {config.max_queue_rows})"
+        elif len(self._queue) >= config.max_queue_requests:
+            held = f"{len(self._queue)} requests (limit {config.max_queue_requests})"
+        else:
+            return
+        self.stats.rejected += 1
+        raise Overloaded(f"the queue holds {held}; retry shortly", retry_after_s=1.0)
 
     async def predict(self, batch: Batch, outputs: tuple[str, ...]) -> Outputs:
         """Outputs for ``batch``; raises Overloaded when the queue is full, DeadlineExceeded when
@@ -127,7 +135,7 @@ class MicroBatcher:
             future=loop.create_future(),
             enqueued=now,
             deadline=now + self._config.timeout_s,
-            kind=_kind(batch),
+            kind=input_kind(batch),
         )
         self._queue.append(pending)
         self._queued_rows += rows
@@ -222,7 +230,7 @@ class MicroBatcher:
                 results = await self._compute(group[0].batch, outputs)
                 _resolve(group[0], results, 0)
             else:
-                results = await self._compute(_stack([p.batch for p in group]), outputs)
+                results = await self._compute(stack([p.batch for p in group]), outputs)
                 offset = 0
                 for pending in group:
                     _resolve(pending, results, offset)
@@ -251,14 +259,15 @@ def _resolve(pending: _Pending, results: Outputs, offset: int) -> None:
     pending.future.set_result({name: results[name][offset:end] for name in pending.outputs})
 
 
-def _kind(batch: Batch) -> tuple[object, ...]:
+def input_kind(batch: Batch) -> tuple[object, ...]:
     """Requests stack only with requests of the same shape of input."""
     if isinstance(batch, pd.DataFrame):
         return ("frame", tuple(batch.columns), tuple(str(t) for t in batch.dtypes))
     return ("array", batch.shape[1:], batch.dtype.str)
 
 
-def _stack(batches: list[Batch]) -> Batch:
+def stack(batches: Sequence[Batch]) -> Batch:
+    """Batches of one input kind (``input_kind``) as one."""
     frames = [b for b in batches if isinstance(b, pd.DataFrame)]
     if frames:
         return pd.concat(frames, ignore_index=True)

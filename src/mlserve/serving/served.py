@@ -28,7 +28,7 @@ from mlserve.monitoring.predlog import PendingPrediction
 from mlserve.registry import ModelVersion, RegistryStore
 from mlserve.runtimes import Batch, Runtime, load_runtime
 from mlserve.serving.admission import RowEstimate
-from mlserve.serving.batching import BatchingConfig, MicroBatcher
+from mlserve.serving.batching import BatchingConfig, MicroBatcher, stack
 from mlserve.serving.cache import PredictionCache
 from mlserve.serving.inference import (
     PREDICT,
@@ -185,6 +185,28 @@ class ServedVersion:
         logged = await self._log(rows, results, started, route)
         return Prediction(results, logged)
 
+    async def predict_mirrored(
+        self, requests: Sequence[tuple[str, CheckedRows]], outputs: tuple[str, ...]
+    ) -> Outputs:
+        """Outputs for the rows of several requests another version answered, stacked into one
+        predict call (the shadow lane, `rollout.ShadowMirror`): each request is logged under its
+        own request id with route `shadow`. Every request's rows were accepted already. Raises
+        what ``predict`` raises; the caller then retries the requests one by one."""
+        started = time.perf_counter()
+        batch = stack([rows.batch for _, rows in requests])
+        if self.retired:
+            results = await self._services.executor.run(compute, self.runtime, batch, outputs)
+        else:
+            results = await self.batcher.predict(batch, outputs)
+        self._count(results)
+        offset = 0
+        for request_id, rows in requests:
+            end = offset + len(rows.batch)
+            part = {name: values[offset:end] for name, values in results.items()}
+            await self._log(rows, part, started, "shadow", request_id)
+            offset = end
+        return results
+
     async def retire(self) -> None:
         """Stop batching once the queued requests are answered. Requests that still hold this
         version predict with it directly; its memory goes with the last of them."""
@@ -202,7 +224,12 @@ class ServedVersion:
         return await self._services.executor.run(timed, self._timing, self.runtime, batch, outputs)
 
     async def _log(
-        self, rows: CheckedRows, results: Outputs, started: float, route: str
+        self,
+        rows: CheckedRows,
+        results: Outputs,
+        started: float,
+        route: str,
+        request_id: str | None = None,
     ) -> PendingPrediction | None:
         writer = self._services.prediction_log
         if writer is None:
@@ -211,7 +238,7 @@ class ServedVersion:
         if not sampled and self.cache is None:
             return None
         item = PendingPrediction(
-            request_id=request_id_var.get() or new_request_id(),
+            request_id=request_id or request_id_var.get() or new_request_id(),
             ts=time.time(),
             model=self.name,
             version=self.version,

@@ -333,6 +333,35 @@ def test_a_full_queue_refuses_at_once_and_recovers() -> None:
     run(scenario())
 
 
+def test_a_queue_of_many_one_row_requests_refuses_past_its_request_limit() -> None:
+    async def scenario() -> None:
+        model = FakeModel(gate=asyncio.Event())
+        config = BatchingConfig(max_queue_rows=1000, max_queue_requests=3, max_wait_ms=0)
+        batcher = MicroBatcher(model, config)
+        running = asyncio.ensure_future(batcher.predict(request_rows(0, 1), (PREDICT,)))
+        await model.started.wait()
+        queued = [
+            asyncio.ensure_future(batcher.predict(request_rows(i, 1), (PREDICT,)))
+            for i in range(1, 4)
+        ]
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 3  # far below the row limit
+        with pytest.raises(Overloaded, match="3 requests"):
+            batcher.refuse_if_full(1)
+        with pytest.raises(Overloaded):
+            await batcher.predict(request_rows(9, 1), (PREDICT,))
+        assert batcher.stats.rejected == 2
+
+        assert model.gate is not None
+        model.gate.set()
+        await asyncio.gather(running, *queued)
+        assert 9 * ROW_ID_STRIDE not in model.computed_ids
+        batcher.refuse_if_full(1)  # room again once the queue drained
+        await batcher.close()
+
+    run(scenario())
+
+
 def test_a_request_larger_than_the_queue_limit_runs_when_the_queue_is_empty() -> None:
     async def scenario() -> Outputs:
         batcher = MicroBatcher(FakeModel(), BatchingConfig(max_queue_rows=5))

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
+from mlserve.inputs import CheckedRows
+from mlserve.logging import request_id_var
+from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import Rollout, RolloutLimits
-from mlserve.serving.rollout import BUCKETS, Summary, TrafficSplit, Window, judge, sticky_bucket
+from mlserve.serving.inference import PREDICT
+from mlserve.serving.rollout import (
+    BUCKETS,
+    MAX_SHADOW_WAITING,
+    ShadowMirror,
+    Summary,
+    TrafficSplit,
+    Window,
+    judge,
+    sticky_bucket,
+)
 
 
 def rollout(canary: float, *, rollout_id: int = 1, sticky: str | None = None) -> Rollout:
@@ -82,3 +100,69 @@ def test_a_weight_change_keeps_the_windows_and_a_new_rollout_starts_afresh() -> 
     split.record(True, 0.01, failed=True)
     assert split.updated(rollout(50)).windows["candidate"].summary().requests == 1
     assert split.updated(rollout(50, rollout_id=2)).windows["candidate"].summary().requests == 0
+
+
+# -- the shadow lane -----------------------------------------------------------------------------
+
+
+class FakeShadow:
+    """What ShadowMirror uses of a ServedVersion: predicts ``-x`` sign as the class, records
+    each call's request ids, and refuses rows whose first value is 99."""
+
+    name, version, retired = "m", "2", False
+
+    def __init__(self) -> None:
+        self.runtime = SimpleNamespace(classes=[0, 1])
+        self.calls: list[list[str]] = []
+
+    async def predict_mirrored(
+        self, requests: list[tuple[str, CheckedRows]], outputs: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        self.calls.append([request_id for request_id, _ in requests])
+        batch = np.concatenate([rows.batch for _, rows in requests])
+        if (batch[:, 0] == 99).any():
+            raise ValueError("the shadow refuses 99")
+        return {PREDICT: (batch[:, 0] < 0).astype(int)}
+
+
+def checked(values: list[float]) -> CheckedRows:
+    batch = np.asarray(values, dtype=float).reshape(-1, 1)
+    return CheckedRows(batch=batch, rejected=np.zeros(len(values), bool), reasons={})
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {"model": "m", "version": "2", **labels}) or 0.0
+
+
+def test_the_shadow_lane_predicts_waiting_requests_together_and_counts_what_it_drops() -> None:
+    registry = CollectorRegistry()
+    shadow = FakeShadow()
+    mirror = ShadowMirror(cast(Any, shadow), 100.0, ServingMetrics.create(registry))
+
+    async def scenario() -> None:
+        # answers sent: class 1 for every row; the shadow says 1 only for negative values
+        for i in range(MAX_SHADOW_WAITING + 10):
+            token = request_id_var.set(f"r{i}")
+            values = [-1.0, 2.0] if i % 2 else [-3.0]
+            mirror.offer(checked(values), (PREDICT,), {PREDICT: np.ones(len(values), int)}, 0.001)
+            request_id_var.reset(token)
+        mirror.offer(checked([99.0]), (PREDICT,), {PREDICT: np.ones(1, int)}, 0.001)
+        while mirror._lane is not None and not mirror._lane.done():
+            await asyncio.sleep(0.01)
+        mirror.offer(checked([99.0]), (PREDICT,), {PREDICT: np.ones(1, int)}, 0.001)
+        assert mirror._lane is not None
+        await mirror._lane
+
+    asyncio.run(scenario())
+    taken = MAX_SHADOW_WAITING
+    assert sample(registry, "mlserve_shadow_requests_total", result="dropped") == 11
+    assert sample(registry, "mlserve_shadow_requests_total", result="compared") == taken
+    assert sample(registry, "mlserve_shadow_requests_total", result="failed") == 1
+    # every request was mirrored under its own id, in order, in far fewer calls than requests
+    ids = [request_id for call in shadow.calls if len(call) > 1 for request_id in call]
+    assert ids == [f"r{i}" for i in range(taken)]
+    assert len(shadow.calls) < taken / 10
+    rows = sum(2 if i % 2 else 1 for i in range(taken))
+    negatives = taken  # one negative value in every request
+    assert sample(registry, "mlserve_shadow_rows_total", agreement="agree") == negatives
+    assert sample(registry, "mlserve_shadow_rows_total", agreement="disagree") == rows - negatives
