@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlserve.logging import JsonFormatter, configure_logging, request_id_var
+from mlserve.logging import (
+    BufferedStreamHandler,
+    JsonFormatter,
+    configure_logging,
+    request_id_var,
+)
 
 
 def record(created: float, **extra: object) -> logging.LogRecord:
@@ -89,3 +96,33 @@ def test_new_request_ids_are_unique_hex_and_ordered_by_time() -> None:
     assert stamps == sorted(stamps)  # the prediction log's request-id index appends
     time.sleep(0.002)
     assert new_request_id() > ids[-1]  # a later millisecond sorts after, as text too
+
+
+def test_buffered_lines_all_arrive_warnings_at_once_the_rest_within_the_interval(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        handler = BufferedStreamHandler(stream, interval_s=0.05)
+        handler.setFormatter(JsonFormatter())
+        logger = logging.getLogger("test.buffered")
+        logger.propagate, logger.level = False, logging.INFO
+        logger.addHandler(handler)
+        try:
+            for i in range(500):
+                logger.info("request", extra={"i": i})
+            logger.warning("slow")
+            lines = path.read_text().splitlines()
+            assert orjson.loads(lines[-1])["message"] == "slow"  # a warning flushes everything
+            logger.info("later")
+            deadline = time.monotonic() + 10  # bounded: the timer flushes within its interval
+            while "later" not in path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert "later" in path.read_text()  # the timer thread flushed it
+            logger.info("last")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()  # flushes what is left
+    records = [orjson.loads(line) for line in path.read_text().splitlines()]
+    assert [r.get("i") for r in records[:500]] == list(range(500))
+    assert [r["message"] for r in records[500:]] == ["slow", "later", "last"]
