@@ -28,7 +28,7 @@ log = logging.getLogger("mlserve.access")
 INFO_KEY = "mlserve.info"
 """Scope key of the RequestInfo that handlers fill in."""
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"})
+OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"})
 """Paths that need no key unless health is protected."""
 ALWAYS_OPEN = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 ADMIN_PREFIX = "/v2/repository"

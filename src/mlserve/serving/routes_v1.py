@@ -93,17 +93,19 @@ async def run_predict(request: Request, model_name: str, version: str | None) ->
 
 async def _predict(served: ServedVersion, raw: bytes, route: str) -> Answer:
     payload = parse_json(raw)
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise InvalidInput('the body must be a JSON object with "instances": [...]')
+    given = [k for k in ("instances", "inputs") if isinstance(payload, dict) and k in payload]
+    if len(given) != 1:
+        raise InvalidInput(
+            'the body must be a JSON object with "instances": [...] or "inputs": [...] '
+            "(KServe's v1 protocol), not both"
+        )
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
     want_proba = bool(payload.get("probabilities") or parameters.get("probabilities"))
     if want_proba and not served.runtime.has_proba:
         raise InvalidInput(f"model {served.name!r} does not give probabilities")
-    checked = served.schema.from_rows(
-        payload["instances"], may_hold_booleans=may_hold_booleans(raw)
-    )
+    checked = served.schema.from_rows(payload[given[0]], may_hold_booleans=may_hold_booleans(raw))
     outputs = [PREDICT, PREDICT_PROBA] if want_proba else [PREDICT]
     prediction = await served.predict(checked, outputs, route=route)
     results = prediction.outputs
@@ -114,6 +116,12 @@ async def _predict(served: ServedVersion, raw: bytes, route: str) -> Answer:
     body["model_name"] = served.name
     body["model_version"] = served.version
     return json_response(body), prediction.logged
+
+
+@router.get("/", tags=["Simple JSON API"], summary="KServe-style liveness")
+async def alive() -> Response:
+    """200 while the process runs (the KServe v1 client's liveness call), as /v2/health/live."""
+    return json_response({"status": "alive"})
 
 
 @router.get("/ping", tags=["MLflow scoring API"], summary="SageMaker-style health")

@@ -52,6 +52,24 @@ def test_instances_as_lists(
     assert "probabilities" not in body
 
 
+def test_kserve_v1_inputs_answer_as_instances_do_and_both_at_once_is_a_400(
+    live_server: LiveServer, serving_project: ServingProject, iris_rows: pd.DataFrame
+) -> None:
+    rows = iris_rows.to_numpy().tolist()
+    by_inputs = predict(live_server, IRIS, {"inputs": rows})
+    assert by_inputs.status_code == 200, by_inputs.text
+    assert by_inputs.json()["predictions"] == serving_project.predict(IRIS, iris_rows).tolist()
+    both = predict(live_server, IRIS, {"inputs": rows, "instances": rows})
+    assert both.status_code == 400
+    assert "not both" in both.json()["error"]
+    assert predict(live_server, IRIS, {"rows": rows}).status_code == 400
+
+
+def test_root_answers_kserve_liveness(live_server: LiveServer) -> None:
+    response = httpx.get(f"{live_server.url}/")
+    assert (response.status_code, response.json()) == (200, {"status": "alive"})
+
+
 def test_single_flat_row(live_server: LiveServer, serving_project: ServingProject) -> None:
     response = predict(live_server, PRICE, {"instances": [1.0, 2.0]})
     assert response.status_code == 200, response.text
