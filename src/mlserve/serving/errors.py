@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
 from mlserve.errors import (
@@ -45,8 +46,24 @@ def status_for(error: BaseException) -> int:
     return 500
 
 
-def error_response(error: BaseException) -> Response:
-    """Render any error as ``{"error": "..."}`` with its status; 500s hide their details."""
+MLFLOW_PATH = "/invocations"
+"""MLflow's scoring path: its clients read ``error_code`` and ``message`` from error bodies."""
+MLFLOW_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    413: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+"""MLflow's error codes (its ErrorCode names) by status; any other status is INTERNAL_ERROR."""
+
+
+def error_response(error: BaseException, path: str = "") -> Response:
+    """Render any error as ``{"error": "..."}`` with its status (on MLflow's scoring path with
+    MLflow's ``error_code`` and ``message`` beside it); 500s hide their details."""
     status = status_for(error)
     headers: dict[str, str] = {}
     if status == 500:
@@ -60,22 +77,28 @@ def error_response(error: BaseException) -> Response:
         headers["retry-after"] = "1"
     if isinstance(error, Unauthorized):
         headers["www-authenticate"] = "Bearer"
-    return json_error(status, message, headers)
+    return json_error(status, message, headers, mlflow=path == MLFLOW_PATH)
 
 
-def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def json_error(
+    status: int, message: str, headers: dict[str, str] | None = None, *, mlflow: bool = False
+) -> Response:
     """A JSON error body."""
+    body: dict[str, str] = {"error": message}
+    if mlflow:
+        body["error_code"] = MLFLOW_CODES.get(status, "INTERNAL_ERROR")
+        body["message"] = message
     return Response(
-        orjson.dumps({"error": message}),
+        orjson.dumps(body),
         status_code=status,
         media_type="application/json",
         headers=headers,
     )
 
 
-async def handle_mlserve_error(_request: object, error: Exception) -> Response:
+async def handle_mlserve_error(request: Request, error: Exception) -> Response:
     """FastAPI exception handler for every error we raise on purpose."""
-    return error_response(error)
+    return error_response(error, request.url.path)
 
 
 async def handle_unexpected(_request: object, error: Exception) -> Response:

@@ -73,7 +73,7 @@ class FastPathMiddleware:
         except Exception as exc:  # the HTTP edge: errors become JSON, 500s are logged there
             if isinstance(exc, Overloaded) and self._held is not None:
                 self._held.hold(client, exc.retry_after_s, time.monotonic())
-            response = error_response(exc)
+            response = error_response(exc, scope["path"])
         await response(scope, receive, send)
 
     def _find(self, path: str) -> tuple[Endpoint, dict[str, str]] | None:

@@ -115,7 +115,7 @@ class ObservabilityMiddleware:
         try:
             rejection = self._reject(path, headers)
             if rejection is not None:
-                await error_response(rejection)(scope, receive, send_wrapper)
+                await error_response(rejection, path)(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:

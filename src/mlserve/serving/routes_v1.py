@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from mlserve import __version__
 from mlserve.errors import InvalidInput
 from mlserve.inputs import CheckedRows, read_csv_text
 from mlserve.serving.body import read_body
@@ -129,6 +130,12 @@ async def ping(request: Request) -> Response:
     """200 when ready, 503 otherwise (SageMaker and `mlflow models serve` clients poll this)."""
     ready = server_state(request).is_ready
     return json_response({"status": "ready" if ready else "not ready"}, 200 if ready else 503)
+
+
+@router.get("/version", tags=["MLflow scoring API"], summary="Server version")
+async def server_version() -> Response:
+    """The server's version as plain text, as `mlflow models serve` answers with MLflow's."""
+    return Response(__version__, media_type="text/plain")
 
 
 @router.get("/health", tags=["MLflow scoring API"], summary="MLflow-style health")

@@ -32,11 +32,16 @@ MATRIX = {"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": ROW}
 
 
 def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
-    """``response`` is ``status`` with a JSON body holding only an error naming ``fragment``."""
+    """``response`` is ``status`` with a JSON body holding only an error naming ``fragment``
+    (on MLflow's /invocations with MLflow's error_code and message beside it)."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert set(body) == {"error"}
+    if response.request.url.path == "/invocations":
+        assert set(body) == {"error", "error_code", "message"}
+        assert body["message"] == body["error"]
+    else:
+        assert set(body) == {"error"}
     assert isinstance(body["error"], str)
     assert fragment in body["error"]
 

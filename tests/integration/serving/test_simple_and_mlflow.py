@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from serving_harness import CHURN, IRIS, PRICE, LiveServer, ServingProject
 
+import mlserve
+
 
 def records(frame: pd.DataFrame) -> list[dict[str, object]]:
     """Rows as JSON records, with missing values as null."""
@@ -222,10 +224,29 @@ def test_invocations_bad_requests_are_400(
 ) -> None:
     response = invocations(live_server, PRICE, **kwargs)
     assert response.status_code == 400, response.text
-    assert fragment in response.json()["error"]
+    body = response.json()
+    assert fragment in body["error"]
+    assert (body["error_code"], body["message"]) == ("BAD_REQUEST", body["error"])  # MLflow's
 
 
 def test_invocations_unknown_model_is_404(live_server: LiveServer) -> None:
     response = invocations(live_server, "nosuch", json={"instances": [[1, 2]]})
     assert response.status_code == 404
     assert "nosuch" in response.json()["error"]
+    assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    elsewhere = predict(live_server, "nosuch", {"instances": [[1, 2]]})
+    assert "error_code" not in elsewhere.json()  # MLflow's shape on MLflow's path only
+
+
+def test_version_answers_the_server_version_and_params_are_accepted(
+    live_server: LiveServer, serving_project: ServingProject
+) -> None:
+    version = httpx.get(f"{live_server.url}/version")
+    assert version.status_code == 200
+    assert version.text == mlserve.__version__
+    body = {"dataframe_split": {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]}, "params": {}}
+    response = invocations(live_server, PRICE, json=body)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(
+        response.json()["predictions"], serving_project.predict(PRICE, [[1.0, 2.0]])
+    )
