@@ -176,7 +176,11 @@ def body(rows: np.ndarray) -> bytes:
                     "datatype": "FP64",
                     "data": rows.ravel().tolist(),
                 }
-            ]
+            ],
+            # The predicted class only, from every server: an OIP request naming no output gets
+            # every output the model declares from mlserve (the protocol's rule), predict only
+            # from MLServer's scikit-learn runtime, and the floor app computes predict only.
+            "outputs": [{"name": "predict"}],
         }
     ).encode()
 

@@ -94,7 +94,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any, interval_s: float = 0.2) -> None:
         super().__init__(_buffered(stream))
         self._interval_s = interval_s
-        self._closed = threading.Event()
+        self._stopped = threading.Event()
         threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -110,17 +110,24 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def close(self) -> None:
         """Flush what is buffered and stop the timer thread."""
-        self._closed.set()
+        self._stopped.set()
         with contextlib.suppress(OSError, ValueError):  # the stream is gone already
             self.flush()
         super().close()
 
     def _flush_every_interval(self) -> None:
-        while not self._closed.wait(self._interval_s):
+        while not self._stopped.wait(self._interval_s):
             try:
                 self.flush()  # takes the handler's lock: never mid-line
             except (OSError, ValueError):  # the stream was closed under us: nothing to do
                 return
+
+
+def flush_logs() -> None:
+    """Write out what the root logger's handlers hold (before a process ends without running
+    its exit handlers)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def _buffered(stream: Any) -> Any:

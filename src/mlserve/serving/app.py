@@ -29,7 +29,7 @@ from starlette.responses import Response
 from mlserve import __version__
 from mlserve.errors import MlserveError
 from mlserve.inputs import InputPolicy
-from mlserve.logging import configure_logging
+from mlserve.logging import configure_logging, flush_logs
 from mlserve.monitoring.drift import DriftConfig
 from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, WriterConfig
@@ -190,8 +190,7 @@ def create_app(
             await manager.close()
             await asyncio.to_thread(executor.shutdown)
             await _stop_monitoring(state, scoring, log_store)
-            if store is not None:
-                store.close()
+            _last_step(store)
 
     app = ServingApp(
         title="mlserve",
@@ -271,6 +270,15 @@ def _version_options(
         )
 
     return options_of
+
+
+def _last_step(store: RegistryStore | None) -> None:
+    """Close the registry, then write out the buffered log lines: uvicorn's workers die by the
+    SIGTERM they re-raise once shut down, skipping exit handlers, so this is the last point
+    where their lines can be written."""
+    if store is not None:
+        store.close()
+    flush_logs()
 
 
 async def _load_then_follow(manager: ModelManager, interval_s: float) -> None:

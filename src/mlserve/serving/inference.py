@@ -29,10 +29,11 @@ def available_outputs(runtime: Runtime) -> list[str]:
 
 
 def check_outputs(name: str, runtime: Runtime, names: Sequence[str]) -> list[str]:
-    """The requested outputs of model ``name`` (``predict`` when none), each checked to exist."""
-    if not names:
-        return [PREDICT]
+    """The requested outputs of model ``name``, each checked to exist; every output the model
+    declares when none is named (the Open Inference Protocol's rule)."""
     available = available_outputs(runtime)
+    if not names:
+        return list(available)
     for output in names:
         if output not in available:
             raise InvalidInput(

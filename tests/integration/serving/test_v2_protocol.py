@@ -165,11 +165,19 @@ def test_2d_tensor_predictions_match_the_model_in_process(
     assert body["model_name"] == IRIS
     assert body["model_version"] == serving_project.versions[IRIS]
     assert response.headers["x-model-version"] == serving_project.versions[IRIS]
-    [output] = body["outputs"]
-    assert output["name"] == "predict"
+    # no output named: every output the metadata declares (the protocol's rule)
+    declared = [
+        o["name"] for o in httpx.get(f"{live_server.url}/v2/models/{IRIS}").json()["outputs"]
+    ]
+    assert [o["name"] for o in body["outputs"]] == declared == ["predict", "predict_proba"]
+    output, proba = body["outputs"]
     assert output["datatype"] == "BYTES"
     assert output["shape"] == [len(iris_rows)]
     assert output["data"] == serving_project.predict(IRIS, iris_rows).tolist()
+    assert proba["shape"] == [len(iris_rows), 3]
+    np.testing.assert_allclose(
+        np.reshape(proba["data"], proba["shape"]), serving_project.predict_proba(IRIS, iris_rows)
+    )
 
 
 def test_versioned_infer_url(live_server: LiveServer, serving_project: ServingProject) -> None:

@@ -97,7 +97,9 @@ def v2_json_probe(
     body: dict[str, Any] = {"id": f"req-{index}", "inputs": tensors_of(frame), "outputs": outputs}
     if rng.random() < 0.5:
         body["parameters"] = {"binary_data_output": bool(rng.random() < 0.5)}
-    expected = reference.outputs(model, frame, chosen or [PREDICT])
+    # none chosen: every declared output, in the metadata's order (the protocol's rule)
+    declared = [PREDICT, PROBA] if reference.classes[model] else [PREDICT]
+    expected = reference.outputs(model, frame, chosen or declared)
     return json_probe(
         "v2-json",
         f"/v2/models/{model}/infer",
