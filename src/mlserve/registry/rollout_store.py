@@ -3,7 +3,9 @@ each in one transaction under the model's lock, each with its audit row."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
@@ -61,9 +63,7 @@ class RolloutStore(Database):
         check_settings(canary, shadow, sticky_header, limits)
 
         def begin() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
+            with self._locked_model(name) as (session, model):
                 production = session.scalar(
                     select(AliasRow.version).where(
                         AliasRow.model_id == model.id, AliasRow.alias == DEFAULT_ALIAS
@@ -134,12 +134,8 @@ class RolloutStore(Database):
             raise InvalidInput("give a sticky header or clear it, not both")
 
         def change() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                row = self._active_rollout_row(session, model)
-                if row is None:
-                    raise RolloutNotFound(name)
+            with self._locked_model(name) as (session, model):
+                row = self._active_or_missing(session, model, name)
                 before = to_rollout(name, row)
                 after = replace(
                     before,
@@ -173,12 +169,8 @@ class RolloutStore(Database):
         """
 
         def promote() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
-                row = self._active_rollout_row(session, model)
-                if row is None:
-                    raise RolloutNotFound(name)
+            with self._locked_model(name) as (session, model):
+                row = self._active_or_missing(session, model, name)
                 self._version_row(session, model, row.candidate)
                 moved = self._move_alias(session, model, DEFAULT_ALIAS, row.candidate, actor)
                 now = moved.at
@@ -209,9 +201,7 @@ class RolloutStore(Database):
         reason = " ".join(reason.split()) or "no reason given"  # one line in the audit trail
 
         def roll_back() -> Rollout:
-            with self._session() as session:
-                model = self._model(session, name)
-                self._lock_model(session, model)
+            with self._locked_model(name) as (session, model):
                 if rollout_id is None:
                     row = self._active_rollout_row(session, model)
                 else:
@@ -279,6 +269,22 @@ class RolloutStore(Database):
             return [to_rollout_event(name, row) for row in rows]
 
     # -- internals ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked_model(self, name: str) -> Iterator[tuple[Session, ModelRow]]:
+        """A session holding model ``name``'s row lock until it commits or ends: every change
+        to a model's rollouts runs under it. Raises ModelNotFound."""
+        with self._session() as session:
+            model = self._model(session, name)
+            self._lock_model(session, model)
+            yield session, model
+
+    def _active_or_missing(self, session: Session, model: ModelRow, name: str) -> RolloutRow:
+        """The model's active rollout; raises RolloutNotFound when there is none."""
+        row = self._active_rollout_row(session, model)
+        if row is None:
+            raise RolloutNotFound(name)
+        return row
 
     @staticmethod
     def _active_rollout_row(session: Session, model: ModelRow) -> RolloutRow | None:
