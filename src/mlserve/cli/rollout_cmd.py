@@ -223,7 +223,7 @@ def rollout_status(
     ] = None,
 ) -> None:
     """Show NAME's rollout (versions, shares, limits, state) and, when the server answers, each
-    version's requests, errors and p95/p99 latency.
+    version's requests, errors, p95/p99 latency and online accuracy (or MAE) from feedback.
 
     Example: [bold]mlserve rollout status churn[/bold]
     """
@@ -250,8 +250,9 @@ def rollout_status(
     url = server or f"http://{settings.host}:{settings.port}"
     live = _live_versions(url, settings.api_keys, name)
     table = Table(title=f"{name}: versions")
-    for column in ("role", "version", "traffic", "requests", "errors", "p95", "p99"):
-        table.add_column(column, justify="left" if column in ("role", "traffic") else "right")
+    for column in ("role", "version", "traffic", "requests", "errors", "p95", "p99", "online"):
+        left = column in ("role", "traffic", "online")
+        table.add_column(column, justify="left" if left else "right")
     roles = (
         (DEFAULT_ALIAS, rollout.production, f"{100 - rollout.canary:g}%"),
         ("candidate", rollout.candidate, _candidate_traffic(rollout)),
@@ -546,6 +547,8 @@ class _Live:
     errors: float
     p95_s: float | None
     p99_s: float | None
+    online: str = MISSING
+    """Online accuracy (classifiers) or MAE (regressors) from feedback labels, when any came."""
 
 
 def _live_versions(url: str, keys: tuple[str, ...], name: str) -> dict[str, _Live] | None:
@@ -573,15 +576,26 @@ def _live_versions(url: str, keys: tuple[str, ...], name: str) -> dict[str, _Liv
             entry.errors,
             entry.p95_s,
             histogram_quantile(0.99, buckets.get(entry.version, {}).items()),
+            _online(entry.accuracy, entry.mae, entry.labelled_rows),
         )
         for entry in version_statuses(scrape)
         if entry.model == name
     }
 
 
+def _online(accuracy: float | None, mae: float | None, labelled: float | None) -> str:
+    """A version's online score from feedback, as `mlserve status` shows it."""
+    rows = f" ({labelled:.0f} labelled)" if labelled else ""
+    if accuracy is not None:
+        return f"accuracy {accuracy:.3f}{rows}"
+    if mae is not None:
+        return f"MAE {mae:.4g}{rows}"
+    return MISSING
+
+
 def _live_cells(live: _Live | None) -> list[str]:
     if live is None:
-        return [MISSING] * 4
+        return [MISSING] * 5
     errors = f"{live.errors:.0f}"
     if live.requests:
         errors += f" ({live.errors / live.requests:.1%})"
@@ -590,4 +604,5 @@ def _live_cells(live: _Live | None) -> list[str]:
         errors,
         MISSING if live.p95_s is None else f"{live.p95_s * 1000:.1f} ms",
         MISSING if live.p99_s is None else f"{live.p99_s * 1000:.1f} ms",
+        live.online,
     ]

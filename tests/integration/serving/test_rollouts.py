@@ -195,6 +195,28 @@ def test_canary_weights_land_within_binomial_bounds_and_explicit_choice_works(
             ("2", "explicit"): 1,
         }, routes
 
+        # feedback labels (production's answers as the truth): each version's online accuracy
+        feedback = {
+            "request_ids": [a.headers["x-request-id"] for a in answers],
+            "labels": [fresh.expected[PRODUCTION][r] for r in rows],
+        }
+        joined = client.post(f"/v1/models/{MODEL}/feedback", json=feedback)
+        assert joined.json()["joined"] == len(rows), joined.text
+        on_candidate = [r for r, a in zip(rows, answers, strict=True) if a.headers["x-model-version"] == str(CANDIDATE)]  # fmt: skip
+        agree = sum(
+            fresh.expected[CANDIDATE][r] == fresh.expected[PRODUCTION][r] for r in on_candidate
+        )
+        status = subprocess.run(
+            [MLSERVE, "rollout", "status", MODEL, "--server", server.url],
+            cwd=fresh.root, env=server_environment({"COLUMNS": "200"}), capture_output=True,
+            text=True, check=True,
+        )  # fmt: skip
+        assert f"accuracy 1.000 ({counts[str(PRODUCTION)]} labelled)" in status.stdout
+        assert (
+            f"accuracy {agree / len(on_candidate):.3f} ({len(on_candidate)} labelled)"
+            in status.stdout
+        )
+
         store.update_rollout(MODEL, canary=100)
         wait_for_weight(server, 100)
         assert versions_of([predict(client, fresh.rows[i]) for i in range(30)]) == {"2": 30}
