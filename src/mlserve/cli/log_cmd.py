@@ -58,12 +58,20 @@ def export(
     until: Annotated[
         str | None, typer.Option(help="Up to (not including) this time or this long ago.")
     ] = None,
+    route: Annotated[
+        str | None,
+        typer.Option(
+            help="Only what answered this way: production, canary, sticky, explicit, fallback "
+            "or shadow (a rollout's mirrored requests)."
+        ),
+    ] = None,
 ) -> None:
     """Export the logged predictions of the version REF names to Parquet or CSV.
 
     One row per predicted row: ts, request_id, row, model, version, every logged feature,
-    prediction, proba_CLASS, latency_ms and unknown_categories (the features whose category
-    training never saw in that row, comma-separated; empty for most rows).
+    prediction, proba_CLASS, latency_ms, unknown_categories (the features whose category
+    training never saw in that row, comma-separated; empty for most rows) and route (why this
+    version answered).
 
     Example: [bold]mlserve log export churn@production --since 24h -o last-day.parquet[/bold]
     """
@@ -78,7 +86,10 @@ def export(
 
     # Imported here: pandas and SQLAlchemy take a second to import; other commands need not.
     from mlserve.monitoring.predlog import PredictionLogStore
-    from mlserve.monitoring.predlog_store import safe_url, sqlite_path
+    from mlserve.monitoring.predlog_store import ROUTE, ROUTES, safe_url, sqlite_path
+
+    if route is not None and route not in ROUTES:
+        raise InvalidInput(f"unknown route {route!r}; use one of: {', '.join(ROUTES)}")
 
     cli = context(ctx)
     settings = cli.settings()
@@ -94,6 +105,8 @@ def export(
         )
     finally:
         store.close()
+    if route is not None:
+        frame = frame[frame[ROUTE] == route].reset_index(drop=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         _text_where_mixed(frame).to_parquet(output, index=False)

@@ -217,6 +217,22 @@ def test_canary_weights_land_within_binomial_bounds_and_explicit_choice_works(
             in status.stdout
         )
 
+        exported = tmp_path / "explicit.csv"
+        subprocess.run(
+            [MLSERVE, "log", "export", f"{MODEL}:{CANDIDATE}", "--route", "explicit", "-o", str(exported)],
+            cwd=fresh.root, env=server_environment(), capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        explicit_rows = pd.read_csv(exported)
+        assert explicit_rows["route"].tolist() == ["explicit"]
+        assert explicit_rows["request_id"].tolist() == [explicit.headers["x-request-id"]]
+        wrong = subprocess.run(
+            [MLSERVE, "log", "export", MODEL, "--route", "nosuch", "-o", str(exported)],
+            cwd=fresh.root, env=server_environment(), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert wrong.returncode != 0
+        assert wrong.stderr.strip().count("\n") == 0, wrong.stderr
+        assert "unknown route 'nosuch'" in wrong.stderr
+
         store.update_rollout(MODEL, canary=100)
         wait_for_weight(server, 100)
         assert versions_of([predict(client, fresh.rows[i]) for i in range(30)]) == {"2": 30}
