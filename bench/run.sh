@@ -2,8 +2,8 @@
 # `make bench`: install the load generator and the peers, then run the benchmarks.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-if ! command -v wrk >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk
+if ! command -v wrk >/dev/null || ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk redis-server
 fi
 if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
   python3 -m venv "$here/.venvs/mlserver"
@@ -15,3 +15,4 @@ fi
 "$here/../.venv/bin/python" "$here/swap_bench.py"
 "$here/../.venv/bin/python" "$here/shadow_bench.py"
 "$here/../.venv/bin/python" "$here/overload_bench.py"
+"$here/../.venv/bin/python" "$here/cache_bench.py"

@@ -108,6 +108,10 @@ class ArtifactError(MlserveError):
     """An artifact is missing, unreadable or of an unsupported kind."""
 
 
+class ArtifactStoreUnavailable(ArtifactError):
+    """The artifact store could not be reached or refused a request: may pass on its own."""
+
+
 class ArtifactIntegrityError(ArtifactError):
     """An artifact's sha256 differs from the one recorded at registration."""
 

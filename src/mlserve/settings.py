@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +30,8 @@ from mlserve.errors import ConfigError
 from mlserve.types import VersionPolicy
 
 CONFIG_FILE = "mlserve.yaml"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+"""URL schemes redis-py connects with."""
 
 
 class ModelOptions(BaseModel):
@@ -29,12 +40,17 @@ class ModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cache: bool = False
-    """Cache this model's responses (keyed by version and exact input)."""
+    cache: bool | Literal["redis"] = False
+    """Cache this model's responses (keyed by version and exact input): `true` in this
+    process, `redis` in the Redis at redis_url, shared by every replica."""
     cache_ttl_s: float = Field(default=300.0, gt=0)
     """How long a cached response stays valid."""
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Memory budget of this model's cache (least recently used entries go first)."""
+    """Memory budget of this model's in-process cache (least recently used entries go first);
+    a Redis cache is bounded by Redis's own maxmemory."""
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest response (with what was predicted, for the prediction log) a cache keeps;
+    larger ones are computed every time."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override of the server-wide max_batch_size."""
     max_batch_rows: int | None = Field(default=None, ge=1)
@@ -145,6 +161,13 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(default=2.0, ge=0)
     """How often the server checks the registry for moved aliases and serves what they point at
     now (also at once on SIGHUP); 0 checks only on SIGHUP."""
+    redis_url: str | None = None
+    """Redis of the shared prediction cache (models with `cache: redis`), e.g.
+    redis://cache:6379/0 (rediss:// for TLS, unix:///path.sock); holds cached responses and
+    their inputs (minus prediction_log_redact) for cache_ttl_s."""
+    redis_timeout_ms: float = Field(default=50.0, gt=0)
+    """Longest a request waits on Redis; past it, or when Redis is down, requests are answered
+    without the shared cache and Redis is tried again after a backoff (at most 2 s)."""
 
     access_log: bool = True
     """Log one JSON line per request (method, path, status, latency, model, version)."""
@@ -188,10 +211,39 @@ class Settings(BaseSettings):
     def _valid_policy(cls, value: object) -> object:
         return _version_policy(value)
 
-    @field_validator("database_url", "artifact_root", "prediction_log_url")
+    @field_validator("database_url", "artifact_root", "prediction_log_url", "redis_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: str | None) -> str | None:
+        """What redis-py would refuse at the first request, refused at start (checked here
+        without importing redis, which every command would pay for)."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"a Redis URL starts with {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+                f" (got {parts.scheme + '://' if parts.scheme else 'no scheme'})"
+            )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("the port of the Redis URL is not a number") from None
+        return value
+
+    @model_validator(mode="after")
+    def _redis_cache_has_redis(self) -> Settings:
+        """A model cached in Redis needs a Redis: said at start-up, not at the first request."""
+        wanting = sorted(name for name, o in self.models.items() if o.cache == "redis")
+        if wanting and self.redis_url is None:
+            raise ValueError(
+                f"models.{wanting[0]}.cache is redis but redis_url (MLSERVE_REDIS_URL) is not set"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -32,6 +32,7 @@ class ServingMetrics:
     rejected: Counter
     cache_hits: Counter
     cache_misses: Counter
+    cache_errors: Counter
     unknown_categories: Counter
     reloads: Counter
     routed: Counter
@@ -135,6 +136,13 @@ class ServingMetrics:
             cache_misses=Counter(
                 "mlserve_cache_misses",
                 "Cacheable requests that had to be computed.",
+                ("model", "version"),
+                registry=registry,
+            ),
+            cache_errors=Counter(
+                "mlserve_cache_errors",
+                "Requests answered without the shared (Redis) cache because Redis was down, "
+                "slow or refusing (0 for in-process caches).",
                 ("model", "version"),
                 registry=registry,
             ),

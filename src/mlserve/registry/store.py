@@ -148,10 +148,12 @@ class RegistryStore(RolloutStore):
         Concurrent registrations get distinct numbers: the counter row is bumped by an UPDATE,
         which serializes writers on every database. The version is written as pending, its
         artifacts are uploaded, then it is marked ready; a failed upload removes it again.
+        A missing bucket or an unreachable store raises ArtifactError before a number is taken.
         """
         check_name(name)
         if not model_path.is_file():
             raise InvalidInput(f"model file {model_path} does not exist")
+        self.artifacts.check()
         sha256 = file_sha256(model_path)
         model_id = self._retry(lambda: self._get_or_create_model(name))
         version = self._retry(

@@ -36,7 +36,7 @@ from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, 
 from mlserve.registry import RegistryStore
 from mlserve.serving import routes_drift, routes_feedback, routes_repository, routes_v1, routes_v2
 from mlserve.serving.batching import BatchingConfig
-from mlserve.serving.cache import PredictionCache
+from mlserve.serving.cache import PredictionCache, ResponseCache
 from mlserve.serving.docs import DOC_MODELS
 from mlserve.serving.drift_monitor import DriftMonitor, DriftSchedule
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
@@ -47,6 +47,13 @@ from mlserve.serving.inference import PredictionServices
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware, is_loopback
 from mlserve.serving.models import ModelManager, discover_model_dir, resolve_refs
 from mlserve.serving.served import ModelSource, VersionLoader, VersionOptions
+from mlserve.serving.shared_cache import (
+    CacheCounters,
+    CachedVersion,
+    RedisLink,
+    SharedCacheConfig,
+    SharedPredictionCache,
+)
 from mlserve.serving.state import ServerState
 from mlserve.settings import Settings, load_settings
 from mlserve.types import ModelRef
@@ -83,6 +90,7 @@ def build_app(
         settings.resolved_artifact_root,
         cache_dir=settings.home / "cache",
     )
+    store.artifacts.check()  # a missing bucket or an unreachable store stops the start too
     followed = resolve_refs(store, refs, every_model=follow_all)
     return create_app(settings, [], refs=followed, store=store, follow_all=follow_all)
 
@@ -126,11 +134,12 @@ def create_app(
         inline_max_ms=settings.inline_predict_max_ms,
         prediction_log=log_writer,
     )
+    link = _redis_link(settings)
 
     loader = VersionLoader(
         store=store,
         services=services,
-        options=_version_options(settings, metrics, services),
+        options=_version_options(settings, metrics, services, link),
         safe_loading=settings.safe_loading,
     )
     manager = ModelManager(
@@ -188,6 +197,7 @@ def create_app(
             loading.cancel()  # no more reloads: shutdown drains, then unloads
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
+            await _close_link(link)  # after the last request that could use it
             await asyncio.to_thread(executor.shutdown)
             await _stop_monitoring(state, scoring, log_store)
             _last_step(store)
@@ -234,7 +244,10 @@ def create_app(
 
 
 def _version_options(
-    settings: Settings, metrics: ServingMetrics, services: PredictionServices
+    settings: Settings,
+    metrics: ServingMetrics,
+    services: PredictionServices,
+    link: RedisLink | None,
 ) -> Callable[[str], VersionOptions]:
     """What a version of each model is built with: its input rules, batching and cache."""
 
@@ -254,13 +267,31 @@ def _version_options(
             timeout_s=settings.request_timeout_s,
         )
 
-        def cache(model: str, version: str) -> PredictionCache:
+        def cache(model: str, version: str, sha256: str) -> ResponseCache:
+            hits = metrics.cache_hits.labels(model, version)
+            misses = metrics.cache_misses.labels(model, version)
+            # Exported (at 0) for in-process caches too: every cached version has the same series.
+            errors = metrics.cache_errors.labels(model, version)
+            # Settings refuse `cache: redis` without redis_url, so the link exists then.
+            if options.cache == "redis" and link is not None:
+                return SharedPredictionCache(
+                    link,
+                    CachedVersion(model, version, sha256),
+                    SharedCacheConfig(
+                        options.cache_ttl_s,
+                        options.cache_max_entry_bytes,
+                        frozenset(settings.prediction_log_redact),
+                    ),
+                    CacheCounters(hits, misses, errors),
+                    replay=services.replay,
+                )
             return PredictionCache(
                 options.cache_max_bytes,
                 options.cache_ttl_s,
-                hits=metrics.cache_hits.labels(model, version),
-                misses=metrics.cache_misses.labels(model, version),
+                hits=hits,
+                misses=misses,
                 replay=services.replay,
+                max_entry_bytes=options.cache_max_entry_bytes,
             )
 
         return VersionOptions(
@@ -270,6 +301,19 @@ def _version_options(
         )
 
     return options_of
+
+
+def _redis_link(settings: Settings) -> RedisLink | None:
+    """The connections of the shared (Redis) cache when redis_url is set (no I/O until a model
+    cached there gets a request)."""
+    if settings.redis_url is None:
+        return None
+    return RedisLink(settings.redis_url, settings.redis_timeout_ms / 1000)
+
+
+async def _close_link(link: RedisLink | None) -> None:
+    if link is not None:
+        await link.close()
 
 
 def _last_step(store: RegistryStore | None) -> None:

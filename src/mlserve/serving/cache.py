@@ -7,6 +7,10 @@ Each served version owns its cache, so a new version never answers from an old o
 
 An entry also keeps what was predicted (the prediction log's item), so every request the cache
 answers is logged too, under its own request id.
+
+A model's cache is this in-process one (`cache: true`) or the Redis one replicas share
+(`cache: redis`, `shared_cache.py`): both key requests with `request_key`, and `respond` is the
+one place that answers from an entry (replaying its log item) or computes and keeps the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from cachetools import TTLCache
@@ -28,6 +33,10 @@ Replay = Callable[[PendingPrediction], Awaitable[None]]
 
 Answer = tuple[Response, PendingPrediction | None]
 """A computed response and what the version predicted for it (its prediction-log item)."""
+Compute = Callable[[], Awaitable[Answer]]
+"""Computes a request's answer (decode, predict, encode) when no cache has it."""
+SKIPPED_HEADERS = frozenset({"content-length", "content-type"})
+"""Headers a cached response does not keep: the replayed Response sets them itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,44 @@ class CachedResponse:
     def to_response(self) -> Response:
         """A fresh Response with the cached body."""
         return Response(self.body, media_type=self.media_type, headers=dict(self.headers))
+
+    @classmethod
+    def of(
+        cls, response: Response, logged: PendingPrediction | None, size_bytes: int = 0
+    ) -> CachedResponse:
+        """What replays ``response`` (and logs ``logged`` again) for every cache."""
+        headers = tuple((k, v) for k, v in response.headers.items() if k not in SKIPPED_HEADERS)
+        media_type = response.media_type or "application/json"
+        return cls(bytes(response.body), media_type, headers, logged, size_bytes)
+
+
+class ResponseCache(Protocol):
+    """A served version's cache, in this process or shared: what `respond` needs of it."""
+
+    replay: Replay | None
+    """Logs a hit's prediction again (None when there is no prediction log)."""
+
+    def key(self, body: bytes, qualifiers: tuple[str | None, ...]) -> bytes:
+        """The key of a request (built on `request_key`)."""
+        ...
+
+    async def lookup(self, key: bytes) -> CachedResponse | None:
+        """The entry at ``key``, counted as a hit or a miss."""
+        ...
+
+    def put(self, key: bytes, response: Response, logged: PendingPrediction | None) -> None:
+        """Keep a successful response and what was predicted (too-large ones are not kept)."""
+        ...
+
+
+def request_key(body: bytes, qualifiers: tuple[str | None, ...]) -> bytes:
+    """The cache key of a request (a sha256 digest): its body and what else changes its
+    meaning (route, content type, binary header length). Every cache keys requests with it."""
+    digest = hashlib.sha256()
+    for qualifier in qualifiers:
+        digest.update((qualifier or "").encode() + b"\0")
+    digest.update(body)
+    return digest.digest()
 
 
 def _entry_size(entry: CachedResponse) -> int:
@@ -69,6 +116,7 @@ class PredictionCache:
         hits: Counter,
         misses: Counter,
         replay: Replay | None = None,
+        max_entry_bytes: int | None = None,
     ) -> None:
         self._entries: TTLCache[bytes, CachedResponse] = TTLCache(
             maxsize=max_bytes, ttl=ttl_s, getsizeof=_entry_size
@@ -76,17 +124,10 @@ class PredictionCache:
         self._lock = threading.Lock()  # cachetools caches are not thread-safe
         self._hits = hits
         self._misses = misses
-        self._max_bytes = max_bytes
+        self._max_bytes = min(max_bytes, max_entry_bytes or max_bytes)
         self.replay = replay
 
-    @staticmethod
-    def key(body: bytes, qualifiers: tuple[str | None, ...]) -> bytes:
-        """The cache key of a request: its body and what else changes its meaning."""
-        digest = hashlib.sha256()
-        for qualifier in qualifiers:
-            digest.update((qualifier or "").encode() + b"\0")
-        digest.update(body)
-        return digest.digest()
+    key = staticmethod(request_key)
 
     def entry(self, key: bytes) -> CachedResponse | None:
         """The cached entry, counted as a hit or a miss."""
@@ -98,6 +139,10 @@ class PredictionCache:
         self._hits.inc()
         return entry
 
+    async def lookup(self, key: bytes) -> CachedResponse | None:
+        """The cached entry, counted as a hit or a miss (never waits: it is in memory)."""
+        return self.entry(key)
+
     def get(self, key: bytes) -> Response | None:
         """The cached response, counted as a hit or a miss."""
         entry = self.entry(key)
@@ -105,33 +150,29 @@ class PredictionCache:
 
     def put(self, key: bytes, response: Response, logged: PendingPrediction | None = None) -> None:
         """Remember a successful response and what was predicted (too-large ones are skipped)."""
-        body = bytes(response.body)
-        size = len(body) + 64 + _logged_size(logged, len(body))
+        body_bytes = len(response.body)
+        size = body_bytes + 64 + _logged_size(logged, body_bytes)
         if size > self._max_bytes:
             return
-        skipped = {"content-length", "content-type"}
-        headers = tuple((k, v) for k, v in response.headers.items() if k not in skipped)
-        entry = CachedResponse(
-            body, response.media_type or "application/json", headers, logged, size
-        )
+        entry = CachedResponse.of(response, logged, size)
         with self._lock:
             self._entries[key] = entry
 
 
 async def respond(
-    cache: PredictionCache | None,
+    cache: ResponseCache | None,
     body: bytes,
     qualifiers: tuple[str | None, ...],
-    compute: Callable[[], Awaitable[Answer]],
+    compute: Compute,
 ) -> Response:
-    """The cached response for this request, or ``compute()``'s, remembered when successful
-    with what was predicted, so a hit is logged in the prediction log like the prediction it
-    replays."""
+    """The cached response for this request, or ``compute()``'s, kept when successful with
+    what was predicted, so a hit is logged in the prediction log like the prediction it
+    replays (under its own request id)."""
     if cache is None:
         response, _logged = await compute()
         return response
     key = cache.key(body, qualifiers)
-    entry = cache.entry(key)
+    entry = await cache.lookup(key)
     if entry is not None:
         if entry.logged is not None and cache.replay is not None:
             await cache.replay(entry.logged)

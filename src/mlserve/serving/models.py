@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from mlserve.errors import (
     AliasNotFound,
+    ArtifactStoreUnavailable,
     MlserveError,
     ModelNotFound,
     NotFound,
@@ -43,6 +45,11 @@ from mlserve.serving.served import ModelSource, ServedVersion, VersionLoader
 from mlserve.types import DEFAULT_ALIAS, MANIFEST_FILE, ModelRef, VersionPolicy, read_manifest
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 5.0
+RETRY_MOST_S = 300.0
+"""A version whose artifact store could not be reached is loaded again after RETRY_FIRST_S,
+the wait doubling up to RETRY_MOST_S: the store coming back brings the version in."""
 
 State = Literal["loading", "ready", "failed", "unloaded"]
 
@@ -108,6 +115,9 @@ class ModelManager:
         self._default: dict[str, str] = {}
         self._status: dict[str, dict[str, VersionStatus]] = {}
         self._failed_sha: dict[tuple[str, str], str | None] = {}
+        self._retry_at: dict[tuple[str, str], tuple[float, int]] = {}
+        """Versions that failed because their store could not be reached: when to try again,
+        and how many times they failed so (the wait doubles)."""
         self._configured = sorted({r.name for r in refs} | {s.name for s in self._fixed})
         self._ready = False
         self._pinned: set[tuple[str, str]] = set()
@@ -484,7 +494,8 @@ class ModelManager:
             return
         sha = source.registered.sha256 if source.registered else None
         failed = self._failed_sha.get((name, version), "none")
-        if failed == sha:
+        retry = self._retry_at.get((name, version))
+        if failed == sha and (retry is None or time.monotonic() < retry[0]):
             return  # broken as it was: retried when the alias moves or on an explicit load
         await self._install(source, default=False)  # _follow switches the name once all loaded
 
@@ -496,13 +507,14 @@ class ModelManager:
         try:
             served = await self._loader.load(source)
         except MlserveError as exc:
-            self._fail(source, str(exc))
+            self._fail(source, str(exc), unreachable=_store_unreachable(exc))
             return None
         except Exception as exc:  # a broken artifact must not take the server down
             log.exception("model load crashed", extra={"model": name, "version": version})
             self._fail(source, f"{type(exc).__name__}: {exc}")
             return None
         self._failed_sha.pop((name, version), None)
+        self._retry_at.pop((name, version), None)
         self._served.setdefault(name, {})[version] = served
         if default:
             self._default[name] = version
@@ -580,9 +592,18 @@ class ModelManager:
         self._metrics.model_ready.labels(name, version).set(0)
         log.info("model unloaded", extra={"model": name, "version": version})
 
-    def _fail(self, source: ModelSource, reason: str) -> None:
+    def _fail(self, source: ModelSource, reason: str, *, unreachable: bool = False) -> None:
+        """Record a failed load. One whose store could not be reached is tried again at a
+        later sync (after 5 s, doubling to 5 min); any other waits for its alias to move or an
+        explicit load: the same files would fail the same way."""
         name, version = source.name, source.version
         self._failed_sha[(name, version)] = source.registered.sha256 if source.registered else None
+        if unreachable:
+            attempts = self._retry_at.get((name, version), (0.0, 0))[1] + 1
+            wait_s = min(RETRY_FIRST_S * 2 ** (attempts - 1), RETRY_MOST_S)
+            self._retry_at[(name, version)] = (time.monotonic() + wait_s, attempts)
+        else:
+            self._retry_at.pop((name, version), None)
         self._record(name, version, "failed", reason)
         self._metrics.model_ready.labels(name, version).set(0)
         self._metrics.reloads.labels(name, "failed").inc()
@@ -683,3 +704,8 @@ def discover_model_dir(root: Path) -> list[ModelSource]:
     if not sources:
         raise ModelNotFound(f"{root} (no {MANIFEST_FILE} found in it or two levels below)")
     return sources
+
+
+def _store_unreachable(error: BaseException) -> bool:
+    """True for a load that failed because the artifact store could not be reached."""
+    return isinstance(error, ArtifactStoreUnavailable)

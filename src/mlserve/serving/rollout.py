@@ -191,7 +191,7 @@ MAX_SHADOW_WAITING = 256
 shadow can never hold memory hostage."""
 SHADOW_CHUNK_ROWS = 1024
 """Most rows the shadow predicts in one call."""
-SHADOW_SHARE = 0.15
+SHADOW_SHARE = 0.10
 """Most of the event loop's time the shadow lane takes: after a chunk that took t seconds it
 pauses t * (1 - share) / share. Under saturation the primary path keeps the rest and what the
 shadow cannot keep up with is dropped, counted; with spare time everything is mirrored."""

@@ -29,7 +29,7 @@ from mlserve.registry import ModelVersion, RegistryStore
 from mlserve.runtimes import Batch, Runtime, load_runtime
 from mlserve.serving.admission import RowEstimate
 from mlserve.serving.batching import BatchingConfig, MicroBatcher, stack
-from mlserve.serving.cache import PredictionCache
+from mlserve.serving.cache import ResponseCache
 from mlserve.serving.inference import (
     PREDICT,
     PREDICT_PROBA,
@@ -84,7 +84,7 @@ class ServedVersion:
         reference_profile: dict[str, Any] | None,
         services: PredictionServices,
         batching: BatchingConfig,
-        cache: PredictionCache | None,
+        cache: ResponseCache | None,
     ) -> None:
         self.name = source.name
         self.version = source.version
@@ -297,8 +297,8 @@ class VersionOptions:
 
     input_policy: InputPolicy
     batching: BatchingConfig
-    cache: Callable[[str, str], PredictionCache] | None = field(default=None)
-    """Builds the version's cache (model, version), when the model has one."""
+    cache: Callable[[str, str, str], ResponseCache] | None = field(default=None)
+    """Builds the version's cache (model, version, artifact sha256), when the model has one."""
 
 
 class VersionLoader:
@@ -345,7 +345,9 @@ class VersionLoader:
             manifest.reference_profile,
             self._services,
             options.batching,
-            None if options.cache is None else options.cache(source.name, source.version),
+            None
+            if options.cache is None
+            else options.cache(source.name, source.version, manifest.sha256),
         )
         served.load_s = time.perf_counter() - started
         return served
