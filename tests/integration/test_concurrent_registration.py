@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from racing_workers import PRELUDE, run_together
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, inspect
 
@@ -20,33 +18,13 @@ from mlserve.types import Signature, file_sha256, read_manifest, verify_artifact
 
 PROCESSES = 4
 REGISTRATIONS_EACH = 5
-START_TIMEOUT_S = 60.0
 
-# Each worker imports everything and (in "register" mode) opens the store, reports ready, then
-# spins until the go file appears, so all of them hit the database within a millisecond or so.
-WORKER = """
-import json, sys, time
-from pathlib import Path
-
-from mlserve.registry import NewVersion, RegistryStore
-from mlserve.types import Signature
-
-mode, shared, worker = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-config = json.loads((shared / "config.json").read_text())
-
-
-def wait_for_go():
-    (shared / f"ready-{worker}").touch()
-    deadline = time.monotonic() + 60
-    while not (shared / "go").exists():
-        if time.monotonic() > deadline:
-            sys.exit("no go signal")
-        time.sleep(0.0005)
-
-
+WORKER = (
+    PRELUDE
+    + """
 if mode == "open":
     wait_for_go()
-store = RegistryStore(config["database_url"], config["artifact_root"], Path(config["cache_dir"]))
+store = open_store()
 if mode == "register":
     signature = Signature.from_dict(config["signature"])
     model = Path(config["models"][worker])
@@ -60,38 +38,7 @@ if mode == "register":
     print(json.dumps(versions))
 store.close()
 """
-
-
-def run_together(shared: Path, mode: str, workers: list[str]) -> dict[str, str]:
-    """Start one worker process per name, release them at once, and return their stdout."""
-    processes = {
-        worker: subprocess.Popen(
-            [sys.executable, "-c", WORKER, mode, str(shared), worker],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for worker in workers
-    }
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not all((shared / f"ready-{w}").exists() for w in workers):
-            crashed = {w: p.returncode for w, p in processes.items() if p.poll() is not None}
-            assert not crashed, f"workers exited before the start: {crashed}"
-            assert time.monotonic() < deadline, "workers did not get ready in time"
-            time.sleep(0.01)
-        (shared / "go").touch()
-        outputs = {}
-        for worker, process in processes.items():
-            stdout, stderr = process.communicate(timeout=120)
-            assert process.returncode == 0, f"worker {worker} failed:\n{stderr}"
-            outputs[worker] = stdout
-        return outputs
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+)
 
 
 @pytest.fixture
@@ -130,7 +77,7 @@ def test_concurrent_registrations_get_distinct_consecutive_versions(
         shared, models=models, count=REGISTRATIONS_EACH, signature=iris_signature.to_dict()
     )
 
-    outputs = run_together(shared, "register", workers)
+    outputs = run_together(WORKER, shared, dict.fromkeys(workers, "register"))
 
     claimed = {worker: json.loads(out) for worker, out in outputs.items()}
     interleaved = [v for v in claimed.values() if v != list(range(v[0], v[0] + len(v)))]
@@ -171,7 +118,7 @@ def test_concurrent_first_opens_of_a_new_registry_all_succeed(shared: Path) -> N
     config = write_config(shared)
     assert not (shared / "registry.db").exists()
 
-    run_together(shared, "open", [f"w{i}" for i in range(PROCESSES)])
+    run_together(WORKER, shared, {f"w{i}": "open" for i in range(PROCESSES)})
 
     engine = create_engine(str(config["database_url"]))
     try:

@@ -20,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import racing_workers
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from racing_workers import PRELUDE
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, inspect, make_url, text
 
@@ -34,7 +36,6 @@ from mlserve.types import Signature, file_sha256, verify_artifact
 PROCESSES = 4
 REGISTRATIONS_EACH = 5
 MOVES_EACH = 8
-START_TIMEOUT_S = 60.0
 REGISTRY_TABLES = {
     "alembic_version",
     "models",
@@ -46,35 +47,9 @@ REGISTRY_TABLES = {
     "rollout_events",
 }
 
-# Each worker imports everything, opens the registry (except in "migrate" mode, where opening it
-# is the test), reports ready and spins until the go file appears, so all of them hit the
-# server within a millisecond or so. It prints what it did as JSON.
-WORKER = """
-import json, sys, time
-from pathlib import Path
-
-from mlserve.registry import NewVersion, RegistryStore
-from mlserve.types import Signature
-
-mode, shared, worker = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-config = json.loads((shared / "config.json").read_text())
-
-
-def wait_for_go():
-    (shared / f"ready-{worker}").touch()
-    deadline = time.monotonic() + 60
-    while not (shared / "go").exists():
-        if time.monotonic() > deadline:
-            sys.exit("no go signal")
-        time.sleep(0.0005)
-
-
-def open_store():
-    return RegistryStore(
-        config["database_url"], config["artifact_root"], Path(config["cache_dir"])
-    )
-
-
+WORKER = (
+    PRELUDE
+    + """
 if mode == "migrate":
     wait_for_go()
     open_store().close()
@@ -101,41 +76,13 @@ elif mode == "move":
 store.close()
 print(json.dumps(done))
 """
+)
 
 
 def run_together(shared: Path, workers: dict[str, str]) -> dict[str, Any]:
     """Start one process per worker (name -> mode), release them at once, return their JSON."""
-    processes = {
-        worker: subprocess.Popen(
-            [sys.executable, "-c", WORKER, mode, str(shared), worker],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for worker, mode in workers.items()
-    }
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not all((shared / f"ready-{w}").exists() for w in workers):
-            crashed = {w: p.returncode for w, p in processes.items() if p.poll() is not None}
-            assert not crashed, f"workers exited before the start: {crashed}"
-            assert time.monotonic() < deadline, "workers did not get ready in time"
-            time.sleep(0.01)
-        (shared / "go").touch()
-        outputs = {}
-        for worker, process in processes.items():
-            stdout, stderr = process.communicate(timeout=120)
-            assert process.returncode == 0, f"worker {worker} failed:\n{stderr}"
-            outputs[worker] = json.loads(stdout) if stdout.strip() else None
-        return outputs
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()  # the pipes of a worker never read (a test that failed)
+    outputs = racing_workers.run_together(WORKER, shared, workers)
+    return {w: json.loads(out) if out.strip() else None for w, out in outputs.items()}
 
 
 _numbers = count()
