@@ -56,6 +56,10 @@ class Forbidden(MlserveError):
     """Credentials were presented but are not valid."""
 
 
+class RegistryUnavailable(MlserveError):
+    """The registry's database could not be reached."""
+
+
 class ConfigError(MlserveError):
     """The configuration (file, environment, flags) is invalid."""
 

@@ -39,6 +39,7 @@ from mlserve.errors import (
     InvalidInput,
     MlserveError,
     NotFound,
+    RegistryUnavailable,
 )
 
 try:  # newer typer runs on its own copy of click, so click.ClickException would never match
@@ -62,6 +63,7 @@ EXIT_CODES: list[tuple[type[MlserveError], int]] = [
     (InvalidInput, 4),
     (ArtifactError, 5),
     (ConfigError, 6),
+    (RegistryUnavailable, 8),
     (Conflict, 7),
     (MlserveError, 1),
 ]

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlserve.errors import ModelNotFound, VersionNotFound
+from mlserve.errors import ModelNotFound, RegistryUnavailable, VersionNotFound
 from mlserve.registry.migrations.runner import upgrade_database
 from mlserve.registry.models import AliasEventRow, AliasRow, ModelRow, VersionRow, utcnow
 
@@ -33,7 +33,14 @@ class Database:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._engine = _make_engine(database_url)
-        upgrade_database(self._engine)
+        try:
+            upgrade_database(self._engine)
+        except OperationalError as exc:  # the first connection: the server is not there
+            self._engine.dispose()
+            raise RegistryUnavailable(
+                f"the registry database {self._engine.url.render_as_string(hide_password=True)} "
+                f"cannot be reached: {_one_line(exc.orig or exc)}"
+            ) from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -116,6 +123,11 @@ class Database:
         if row is None:
             raise VersionNotFound(model.name, version)
         return row
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver's message (often several lines, with hints) as one line."""
+    return " ".join(str(error).split())
 
 
 def _is_transient(exc: OperationalError) -> bool:

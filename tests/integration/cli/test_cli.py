@@ -536,3 +536,15 @@ def test_settings_come_from_flags_over_environment_over_yaml(tmp_path: Path) -> 
         # Nothing overrides the port, so mlserve.yaml's applies.
         assert f"server: not reachable at http://127.0.0.1:{port}" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["from_env", "from_flag"]
+
+
+def test_an_unreachable_registry_database_is_one_line_naming_it_without_its_password(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there: PostgreSQL refuses the connection
+    url = f"postgresql+psycopg://mlserve:s3cret@127.0.0.1:{port}/registry"
+    result = run_cli("models", "list", cwd=tmp_path, env=cli_env({"MLSERVE_DATABASE_URL": url}))
+    assert_one_line_error(
+        result, 8, f"registry database postgresql+psycopg://mlserve:***@127.0.0.1:{port}/registry"
+    )
+    assert "s3cret" not in result.stderr
