@@ -120,6 +120,8 @@ class ModelManager:
         and how many times they failed so (the wait doubles)."""
         self._configured = sorted({r.name for r in refs} | {s.name for s in self._fixed})
         self._ready = False
+        self._first_load_done = False
+        """Until the first load has run, a configured model without a status yet is loading."""
         self._pinned: set[tuple[str, str]] = set()
         """Versions loaded by number through the repository API: kept until unloaded."""
         self._paused: set[str] = set()
@@ -160,6 +162,9 @@ class ModelManager:
         """The status of a version (the default one when ``version`` is None), ready or not;
         raises ModelNotFound or VersionNotFound."""
         statuses = self._status.get(name)
+        if not statuses and not self._first_load_done and name in self._configured:
+            # a worker takes connections before its first load has begun: busy, not missing
+            raise NotReady(f"model {name!r} is loading (the server is starting)")
         if statuses is None:
             raise ModelNotFound(name)
         key = version or self._default.get(name)
@@ -367,6 +372,8 @@ class ModelManager:
         self._ready = all(
             name in self._served and self._default.get(name) for name in self._configured
         )
+        self._first_load_done = True
+        log.info("first load done", extra={"ready": self._ready, "models": self._configured})
         gc.collect()
         gc.freeze()
 

@@ -327,9 +327,15 @@ def binary_request(
 WORKERS_READY_TIMEOUT_S = 90.0
 
 
-def wait_for_every_worker(server: LiveServer) -> None:
-    """Each fresh connection may reach either worker: wait for many ready answers in a row."""
+def wait_for_every_worker(server: LiveServer, workers: int = 2) -> None:
+    """Each fresh connection may reach any worker: wait until every worker logged its first
+    load (a worker that has not started yet cannot answer a probe), then for many ready
+    answers in a row."""
     deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
+    while sum(r.get("message") == "first load done" for r in server.log_records()) < workers:
+        assert server.process.poll() is None, server.stderr()[-3000:]
+        assert time.monotonic() < deadline, server.stderr()[-3000:]
+        time.sleep(0.05)
     in_a_row = 0
     while in_a_row < 20:
         assert server.process.poll() is None, server.stderr()[-3000:]
