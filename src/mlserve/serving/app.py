@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -123,6 +124,7 @@ def create_app(
     ``store`` (with ``follow_all``, every model in it). Models load in the background once it
     starts."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; *_created series double cardinality
+    _quiet_framework_warnings()
     registry = metrics_registry or CollectorRegistry()
     metrics = ServingMetrics.create(registry)
     monitoring = MonitoringMetrics.create(registry)
@@ -314,6 +316,15 @@ def _redis_link(settings: Settings) -> RedisLink | None:
 async def _close_link(link: RedisLink | None) -> None:
     if link is not None:
         await link.close()
+
+
+def _quiet_framework_warnings() -> None:
+    """FastAPI builds its path parameters (``model_version``, …) with ``Field(alias=...)``, and
+    pydantic 2.12+ warns about that the first time such a route is matched through FastAPI's
+    router: nothing a user can act on, and it would land in the JSON logs."""
+    warnings.filterwarnings(
+        "ignore", message=r"The 'alias' attribute with value '\w+' was provided to the `Field\(\)`"
+    )
 
 
 def _last_step(store: RegistryStore | None) -> None:
