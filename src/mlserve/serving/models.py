@@ -514,7 +514,7 @@ class ModelManager:
         try:
             served = await self._loader.load(source)
         except MlserveError as exc:
-            self._fail(source, str(exc), unreachable=_store_unreachable(exc))
+            self._fail(source, str(exc), unreachable=isinstance(exc, ArtifactStoreUnavailable))
             return None
         except Exception as exc:  # a broken artifact must not take the server down
             log.exception("model load crashed", extra={"model": name, "version": version})
@@ -711,8 +711,3 @@ def discover_model_dir(root: Path) -> list[ModelSource]:
     if not sources:
         raise ModelNotFound(f"{root} (no {MANIFEST_FILE} found in it or two levels below)")
     return sources
-
-
-def _store_unreachable(error: BaseException) -> bool:
-    """True for a load that failed because the artifact store could not be reached."""
-    return isinstance(error, ArtifactStoreUnavailable)
