@@ -165,6 +165,11 @@ class Feature:
         )
 
 
+def default_feature_names(count: int) -> list[str]:
+    """The names a model that names no features gets at registration: f0, f1, …"""
+    return [f"f{i}" for i in range(count)]
+
+
 @dataclass(frozen=True, slots=True)
 class Signature:
     """What a model takes and gives: ordered input features, outputs, task and class labels."""

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mlserve.cli.context import actor, console, context
 from mlserve.errors import InvalidInput
-from mlserve.types import Feature, ModelRef, Signature, Task
+from mlserve.types import Feature, ModelRef, Signature, Task, default_feature_names
 
 if TYPE_CHECKING:
     from mlserve.registry import ModelVersion, NewVersion
@@ -133,7 +133,7 @@ def _describe(estimator: Any, data: Path | None, target: str | None) -> NewVersi
             raise InvalidInput(
                 "the model does not say how many features it takes; use --signature-from"
             )
-        names = [f"f{i}" for i in range(int(count))]
+        names = default_feature_names(int(count))
     inputs = tuple(Feature(name=str(n), dtype="float64") for n in names)
     return NewVersion(framework="", signature=Signature(inputs, task, outputs, classes, target))
 

@@ -24,8 +24,12 @@ from mlserve.serving.protocol import may_hold_booleans, parse_json
 from mlserve.serving.routes_v2 import json_response
 from mlserve.serving.served import ServedVersion
 from mlserve.serving.state import answer_with, server_state, serving_model, version_of
+from mlserve.serving.tabular import read_parquet
 
 router = APIRouter()
+
+PARQUET = "application/vnd.apache.parquet"
+"""MLflow's content type for a Parquet body."""
 
 
 def _body_doc(model: type[Any]) -> dict[str, Any]:
@@ -156,13 +160,15 @@ async def health(request: Request) -> Response:
                     "schema": {"$ref": "#/components/schemas/InvocationsRequestDoc"}
                 },
                 "text/csv": {"schema": {"type": "string"}},
+                PARQUET: {"schema": {"type": "string", "format": "binary"}},
             },
         }
     },
     summary="MLflow scoring",
 )
 async def invocations(request: Request) -> Response:
-    """Score `dataframe_split`, `dataframe_records`, `instances`, `inputs` or a CSV body.
+    """Score `dataframe_split`, `dataframe_records`, `instances`, `inputs`, a CSV or a Parquet
+    body (`application/vnd.apache.parquet`, what `DataFrame.to_parquet` writes).
 
     With several models served, name one with `?model=NAME` or an `X-Model-Name` header.
     """
@@ -195,9 +201,12 @@ async def _invocations(served: ServedVersion, body: bytes, content_type: str, ro
         checked = served.schema.from_table(read_csv_text(body))
     elif content_type in ("application/json", ""):
         checked = _mlflow_rows(served, parse_json(body), may_hold_booleans(body))
+    elif content_type == PARQUET:
+        checked = served.schema.from_table(read_parquet(body))
     else:
         raise InvalidInput(
-            f"unsupported content type {content_type!r}; use application/json or text/csv"
+            f"unsupported content type {content_type!r}; "
+            f"use application/json, text/csv or {PARQUET}"
         )
     prediction = await served.predict(checked, [PREDICT], route=route)
     return json_response({"predictions": _plain(prediction.outputs[PREDICT])}), prediction.logged

@@ -9,16 +9,19 @@ come back with their verdicts; ``ServedVersion.predict`` answers a request with 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlserve.errors import InvalidInput
 from mlserve.inputs import CheckedRows, RowChecker
 from mlserve.serving.protocol import Tensor
+from mlserve.types import default_feature_names
 
 DEFAULT_INPUT = "input-0"
 """Name of the single 2-D tensor holding every feature."""
@@ -70,6 +73,11 @@ class TabularSchema:
 
     def from_columns(self, columns: dict[str, Any]) -> CheckedRows:
         """Rows from a mapping of column name to its values, one per row."""
+        names = self.names
+        if names and names[0] not in columns:
+            positional = self.by_position(list(columns))
+            if positional is not None:
+                columns = dict(zip(positional, columns.values(), strict=True))
         lengths = set()
         for name, values in columns.items():
             if isinstance(values, str | bytes | dict) or not isinstance(
@@ -96,6 +104,11 @@ class TabularSchema:
         if isinstance(first, dict):
             if not all(isinstance(r, dict) for r in rows):
                 raise InvalidInput("every instance must be an object when the first one is")
+            names = self.names
+            positional = None if names[0] in first else self.by_position(list(first))
+            if positional is not None:
+                rename = dict(zip(first, positional, strict=True))
+                rows = [{rename.get(k, k): v for k, v in r.items()} for r in rows]
             return self.checker.check_records(rows)
         if not isinstance(first, list):
             rows = [rows]  # a single row sent as a flat list
@@ -114,6 +127,8 @@ class TabularSchema:
         """Rows from MLflow's ``dataframe_split``: column names and rows of values."""
         if columns is None:
             columns = self.names
+        elif isinstance(columns, list):
+            columns = self.by_position(columns) or columns
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise InvalidInput("dataframe_split: 'columns' must be a list of names")
         if not isinstance(data, list) or not data:
@@ -130,12 +145,55 @@ class TabularSchema:
             raise InvalidInput(NO_ROWS)
         return self.from_columns({name: table.column(name) for name in table.column_names})
 
+    def by_position(self, columns: list[Any]) -> list[str] | None:
+        """The feature names of columns named 0..n-1 (numbers or their text: what pandas gives
+        a frame without column names, as MLflow's client sends one) when the model's features
+        carry the default names f0..f{n-1}, so position is all either side knows; else None.
+
+        A model with real feature names never takes columns by position: a frame with the
+        columns in another order would be scored silently wrong.
+        """
+        names = self.names
+        if len(columns) != len(names) or names != default_feature_names(len(names)):
+            return None
+        positions = [_position(c) for c in columns]
+        if sorted(p for p in positions if p is not None) != list(range(len(names))):
+            return None
+        return [names[p] for p in positions if p is not None]
+
     def _from_matrix(self, matrix: np.ndarray) -> CheckedRows:
         if len(matrix) == 0:
             raise InvalidInput(NO_ROWS)
         if self.checker.all_numeric and matrix.dtype.kind in "fiu":
             return self.checker.check_matrix(matrix.astype(np.float64, copy=False))
         return self.from_columns({n: matrix[:, i] for i, n in enumerate(self.names)})
+
+
+def read_parquet(body: bytes) -> pa.Table:
+    """A Parquet body (what ``DataFrame.to_parquet`` writes) as a table of its columns.
+
+    A pandas index stored as a column is left out: it names rows, not features, and would be
+    an extra column. Raises InvalidInput when the body is not Parquet.
+    """
+    try:
+        table = pq.read_table(io.BytesIO(body))
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise InvalidInput(f"the body is not a Parquet file: {first}") from None
+    metadata = table.schema.pandas_metadata or {}
+    index = {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+    return table.drop_columns([c for c in table.column_names if c in index])
+
+
+def _position(column: Any) -> int | None:
+    """``3`` or ``"3"`` as 3; anything else (3.0, True, "03") as None."""
+    if isinstance(column, bool):
+        return None
+    if isinstance(column, int | np.integer):
+        return int(column)
+    if isinstance(column, str) and column.isascii() and column.isdigit():
+        return int(column) if str(int(column)) == column else None
+    return None
 
 
 def _preview(names: list[str], limit: int = 5) -> str:

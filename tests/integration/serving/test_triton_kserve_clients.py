@@ -245,6 +245,25 @@ def test_kserve_v1_client_uses_the_simple_json_api(
     assert response["predictions"] == serving_project.predict(IRIS, values).tolist()
 
 
+def test_kserve_v1_client_liveness_readiness_and_inputs(
+    live_server: LiveServer, serving_project: ServingProject, iris_rows: pd.DataFrame
+) -> None:
+    values = iris_rows.to_numpy()[:7]
+
+    async def call() -> tuple[bool, bool, Any]:
+        async with InferenceRESTClient(RESTConfig(protocol="v1", timeout=30)) as client:
+            live = await client.is_server_live(live_server.url)
+            ready = await client.is_model_ready(live_server.url, IRIS)
+            answer = await client.infer(
+                live_server.url, {"inputs": values.tolist()}, model_name=IRIS
+            )
+            return live, ready, answer
+
+    live, ready, response = asyncio.run(call())
+    assert (live, ready) == (True, True)
+    assert response["predictions"] == serving_project.predict(IRIS, values).tolist()
+
+
 def test_kserve_client_surfaces_the_error_message(live_server: LiveServer) -> None:
     request = InferRequest(IRIS, [InferInput("input-0", [1, 3], "FP64", [1.0, 2.0, 3.0])])
 
