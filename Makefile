@@ -3,16 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime
 
-.PHONY: venv test lint install-check demo bench lock clean
+.PHONY: venv runtime test lint install-check demo bench lock clean
 
+# Everything: the runtime, the dev tools and the peers' clients the tests use.
 venv: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
+
+# Only what running mlserve needs, at the lock's versions (`make demo`).
+runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	touch $(RUNTIME_STAMP)
 
 lint: venv
 	$(BIN)/ruff check src tests bench
@@ -28,7 +38,7 @@ test: lint install-check
 install-check:
 	PYTHON=$(PYTHON) bash scripts/check_install.sh
 
-demo: venv
+demo: runtime
 	bash scripts/demo.sh
 
 bench: venv

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: a project from scratch on the embedded defaults: init, train, register, predict,
 # then serve it and show a curl call that works. The server keeps running until Ctrl-C.
+#
+# DEMO_PORT (8080), DEMO_DIR (.demo), DEMO_READY_TIMEOUT_S (180: a cold first start on a busy
+# machine has taken 24 s) and MLSERVE (the venv's command) change where and how it runs.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-mlserve="$root/.venv/bin/mlserve"
-demo="$root/.demo"
+mlserve="${MLSERVE:-$root/.venv/bin/mlserve}"
+demo="${DEMO_DIR:-$root/.demo}"
 port="${DEMO_PORT:-8080}"
+ready_timeout_s="${DEMO_READY_TIMEOUT_S:-180}"
 
 rm -rf "$demo"
 "$mlserve" init "$demo" >/dev/null
@@ -24,10 +28,26 @@ echo "== mlserve serve (port $port) =="
 "$mlserve" serve --port "$port" 2> server.log &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT INT TERM
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break
-  kill -0 $server 2>/dev/null || { cat server.log; exit 1; }
-  sleep 0.1
+
+# Say why the demo stopped, with the server's last words, and exit non-zero.
+fail() {
+  echo "make demo failed: $1" >&2
+  echo "-- last lines of $demo/server.log --" >&2
+  tail -n 20 server.log >&2 || true
+  exit 1
+}
+
+echo "waiting for the server to be ready (up to ${ready_timeout_s} s)..."
+deadline=$((SECONDS + ready_timeout_s))
+until curl -fsS --max-time 2 "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; do
+  if ! kill -0 $server 2>/dev/null; then
+    wait $server && code=0 || code=$?
+    fail "the server exited with code $code before it was ready"
+  fi
+  if [ $SECONDS -ge $deadline ]; then
+    fail "the server was not ready within ${ready_timeout_s} s (DEMO_READY_TIMEOUT_S)"
+  fi
+  sleep 0.2
 done
 row=$(python3 - <<'PY'
 import csv, json
@@ -40,18 +60,19 @@ PY
 )
 echo "$row" > request.json
 cat <<MSG
-The model is served at http://127.0.0.1:$port (logs: .demo/server.log). Try:
+The model is served at http://127.0.0.1:$port (logs: $demo/server.log). Try:
 
-  curl -s http://127.0.0.1:$port/v1/models/cancer:predict -H 'Content-Type: application/json' -d @.demo/request.json
+  curl -s http://127.0.0.1:$port/v1/models/cancer:predict -H 'Content-Type: application/json' -d @$demo/request.json
 
 It answers:
 MSG
-curl -fsS "http://127.0.0.1:$port/v1/models/cancer:predict" -H 'Content-Type: application/json' -d @request.json
+curl -fsS "http://127.0.0.1:$port/v1/models/cancer:predict" -H 'Content-Type: application/json' -d @request.json \
+  || fail "the prediction request failed"
 echo
 echo
 echo "Open Inference Protocol: http://127.0.0.1:$port/v2/models/cancer   API docs: http://127.0.0.1:$port/docs"
 if [ -t 0 ]; then
-  echo "Press Ctrl-C to stop the server."
+  echo "The server keeps running: press Ctrl-C to stop it."
   wait $server
 else
   echo "(not on a terminal: stopping the server)"
