@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from mlserve.monitoring.drift import DriftReport
 
 
+EXIT_DRIFT_DETECTED = 9
+"""Exit code of a check that found drift, so a scheduled job or CI step can gate on it."""
+
+
 def drift(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS.")],
@@ -45,6 +49,8 @@ def drift(
     Numeric features: Kolmogorov-Smirnov. Categorical ones: chi-square and PSI.
 
     Predictions are compared with the model's predictions on its reference sample.
+
+    Exits 9 when drift is detected (0 when not, or too few rows to judge).
 
     Example: [bold]mlserve drift churn@production --window 6h --html drift.html[/bold]
     """
@@ -131,6 +137,8 @@ def drift(
 
         html.write_text(render_html(report, check), encoding="utf-8")
         err_console.print(f"wrote the drift report to {html}", highlight=False)
+    if report.detected:
+        raise typer.Exit(EXIT_DRIFT_DETECTED)
 
 
 def _print_report(report: DriftReport, window: str) -> None:
