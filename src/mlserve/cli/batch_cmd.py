@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 EXIT_ROWS_REJECTED = 10
 """Exit code of a job that finished but rejected some records (see the rejects file)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT, the shell's convention)."""
 PLAIN_PROGRESS_INTERVAL_S = 10.0
 """Seconds between progress lines when standard error is not a terminal."""
 
@@ -107,7 +111,8 @@ def batch(
     accepted record ends up in OUTPUT exactly once, in input order, scored by the version the
     reference meant when the job started. Records that cannot be scored go to the rejects file
     with their row number and the reason. The summary is printed as JSON. Exit code 0 means every
-    record was scored, 10 that some were rejected, 4 that --max-reject-rate was exceeded.
+    record was scored, 10 that some were rejected, 4 that --max-reject-rate was exceeded, 130
+    that it was interrupted (Ctrl-C; it says how far it got and how to resume).
 
     Example: [bold]mlserve batch churn@production customers/ scores.parquet --id-column id[/bold]
     """
@@ -151,9 +156,13 @@ def batch(
     )
     registry = CollectorRegistry()
     metrics = BatchMetrics.create(registry)
+    view = ProgressView(err_console, enabled=show_progress)
     try:
-        with ProgressView(err_console, enabled=show_progress) as view:
+        with view:
             summary = batch_jobs.run(spec, pinned, progress=view.update, metrics=metrics)
+    except KeyboardInterrupt:
+        err_console.print(view.interrupted_text(), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         if metrics_file is not None:
             write_to_textfile(str(metrics_file), registry)
@@ -225,6 +234,20 @@ class ProgressView:
             self._bar.stop()
         elif self._enabled and self._latest is not None:
             self._print_line(self._latest)
+
+    def interrupted_text(self) -> str:
+        """What an interrupted job got done, and how to resume it."""
+        latest = self._latest
+        done = "before the first chunk was done"
+        if latest is not None:
+            done = f"after {latest.rows_done:,} records"
+            if latest.rows_total:
+                done += f" of ~{latest.rows_total:,}"
+        command = shlex.join(["mlserve", *sys.argv[1:]])
+        return (
+            f"interrupted {done}; every finished chunk is checkpointed. "
+            f"Run the same command to resume: {command}"
+        )
 
     def _print_line(self, progress: batch_jobs.Progress) -> None:
         self._last_line = time.monotonic()

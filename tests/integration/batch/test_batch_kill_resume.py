@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from batch_harness import FEATURES, BatchProject, input_frame
+from batch_harness import COMMAND, FEATURES, BatchProject, input_frame
 
 from mlserve.batch.checkpoint import JobState
 from mlserve.runtimes import Runtime
@@ -101,6 +102,8 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_a_row(
             output.unlink()  # finished before the kill: start over to keep killing
     assert kills == KILLS, f"seed {seed}: only {kills} kills landed"
 
+    # 0 when the last kill landed after the job had finished and cleaned up its checkpoints.
+    checkpointed = done_chunks(output)
     result = project.run(*base, "--workers", "1")
     assert result.returncode == 10, f"seed {seed}: {result.stderr}"
     summary = json.loads(result.stdout)
@@ -108,7 +111,7 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_a_row(
     good = frame[~bad]
     assert summary["rows_read"] == ROWS
     assert summary["rows_rejected"] == int(bad.sum())
-    assert summary["chunks_resumed"] > 0, f"seed {seed}"
+    assert (summary["chunks_resumed"] > 0) == (checkpointed > 0), f"seed {seed}"
 
     out = pd.read_parquet(output)
     assert out["id"].tolist() == good["id"].tolist(), f"seed {seed}"
@@ -119,3 +122,32 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_a_row(
     rejects = [json.loads(line) for line in lines]
     assert [r["id"] for r in rejects] == frame.loc[bad, "id"].tolist(), f"seed {seed}"
     assert not JobState.for_output(output).root.exists()
+
+
+def test_ctrl_c_says_how_far_the_job_got_and_how_to_resume(project: BatchProject) -> None:
+    frame = input_frame(ROWS)
+    source = project.root / "in.csv"
+    frame.to_csv(source, index=False)
+    output = project.root / "scores.parquet"
+    args = [
+        *("batch", "churn", str(source), str(output)),
+        *("--chunk-rows", str(CHUNK_ROWS), "--id-column", "id", "--workers", "1"),
+    ]
+    process = project.popen(*args)
+    deadline = time.monotonic() + 60
+    while done_chunks(output) < 2 and process.poll() is None:
+        assert time.monotonic() < deadline, "the job made no progress"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted after "), stderr
+    resume = last.split("Run the same command to resume: ", 1)[1]
+    assert resume == shlex.join(["mlserve", *project.command(*args)[len(COMMAND) :]])
+
+    resumed = project.run(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["chunks_resumed"] >= 2
+    assert pd.read_parquet(output)["id"].tolist() == frame["id"].tolist()
