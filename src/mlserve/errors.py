@@ -108,6 +108,10 @@ class DatasetError(InvalidInput):
         self.problems = problems or []
 
 
+class NotBetterThanBaseline(InvalidInput):
+    """A trained model does not beat the trivial baseline, and the run asked for better."""
+
+
 class ArtifactError(MlserveError):
     """An artifact is missing, unreadable or of an unsupported kind."""
 

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     """Where artifacts live: a local folder or an fsspec URL (s3://...). Default: `home`/artifacts."""
     safe_loading: bool = False
     """Refuse pickle/joblib artifacts; load only skops files with trusted types."""
+    train_require_better: bool = False
+    """`mlserve train` refuses to register a model that does not beat its trivial baseline."""
 
     host: str = "127.0.0.1"
     """Address the server listens on."""

@@ -43,8 +43,20 @@ def train(
         str, typer.Option("--format", help="joblib, or skops for safe loading.")
     ] = "joblib",
     description: Annotated[str, typer.Option(help="A note stored with the version.")] = "",
+    require_better: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-better/--allow-worse",
+            help="Refuse to register a model that does not beat the trivial baseline "
+            "(default: the train_require_better setting, off).",
+        ),
+    ] = None,
 ) -> None:
     """Train a scikit-learn baseline on DATA, compare it with a trivial model, and register it.
+
+    It warns about columns that look like row identifiers, and says plainly when the model does
+    not beat the trivial baseline (majority class or mean) on accuracy or RMSE;
+    --require-better then refuses to register it (exit 4). A model name keeps one target.
 
     Example: [bold]mlserve train data/churn.csv --target churned --estimator random_forest
     --alias staging[/bold]
@@ -62,6 +74,7 @@ def train(
             f"unknown estimator {estimator!r}; choose one of: {', '.join(ALL_ESTIMATORS)}"
         )
     fmt: Literal["joblib", "skops"] = "skops" if model_format == "skops" else "joblib"
+    cli = context(ctx)
     request = TrainRequest(
         data=data,
         target=target,
@@ -74,15 +87,18 @@ def train(
         drop=tuple(drop or ()),
         model_format=fmt,
         description=description,
+        require_better=(
+            cli.settings().train_require_better if require_better is None else require_better
+        ),
     )
-    store = context(ctx).store()
+    store = cli.store()
     with err_console.status("training") as status:
         result = run_training(store, request, on_step=status.update)
     _print_summary(result)
 
 
 def _print_summary(result: TrainResult) -> None:
-    from mlserve.training.evaluate import HIGHER_IS_BETTER
+    from mlserve.training.evaluate import DECIDING_METRIC, is_better
 
     for problem in result.report.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {problem.message}", highlight=False)
@@ -97,7 +113,7 @@ def _print_summary(result: TrainResult) -> None:
     table.add_column("", justify="left")
     for metric, value in result.metrics.items():
         base = result.baseline_metrics.get(metric)
-        better = base is None or (value > base if metric in HIGHER_IS_BETTER else value < base)
+        better = base is None or is_better(metric, value, base)
         table.add_row(
             metric,
             f"{value:.4f}",
@@ -105,6 +121,15 @@ def _print_summary(result: TrainResult) -> None:
             "[green]better[/green]" if better else "[red]not better[/red]",
         )
     console.print(table)
+    if not result.beats_baseline:
+        metric = DECIDING_METRIC[result.report.task or "classification"]
+        err_console.print(
+            f"[yellow]warning:[/yellow] this model does not beat the trivial baseline on {metric} "
+            f"({result.metrics[metric]:.4f} against {result.baseline_metrics[metric]:.4f}): "
+            f"is {version.signature.target!r} the right target? It is registered anyway "
+            "(--require-better refuses such a model).",
+            highlight=False,
+        )
     aliases = f" as {', '.join(version.aliases)}" if version.aliases else ""
     console.print(
         f"Registered [bold]{version.name}:{version.version}[/bold]{aliases} "

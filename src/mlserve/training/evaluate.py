@@ -25,6 +25,13 @@ from mlserve.types import Task
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
+DECIDING_METRIC: dict[Task, str] = {"classification": "accuracy", "regression": "rmse"}
+"""The metric a model must beat its baseline on: the one a trivial model does best on."""
+
+
+def is_better(metric: str, value: float, baseline: float) -> bool:
+    """True when ``value`` is strictly better than ``baseline`` on ``metric``."""
+    return value > baseline if metric in HIGHER_IS_BETTER else value < baseline
 
 
 def baseline_estimator(task: Task) -> Any:

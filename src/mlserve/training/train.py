@@ -28,12 +28,18 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlserve.errors import DatasetError, InvalidInput
+from mlserve.errors import (
+    Conflict,
+    DatasetError,
+    InvalidInput,
+    ModelNotFound,
+    NotBetterThanBaseline,
+)
 from mlserve.monitoring import build_reference_profile, describe_features, fingerprint_frame
 from mlserve.registry import ModelVersion, NewVersion, RegistryStore, TrainingRun
 from mlserve.runtimes import dump_sklearn
 from mlserve.training.data import read_dataset
-from mlserve.training.evaluate import baseline_estimator, evaluate
+from mlserve.training.evaluate import DECIDING_METRIC, baseline_estimator, evaluate, is_better
 from mlserve.training.validate import ValidationReport, clean_dataset, validate_dataset
 from mlserve.types import Signature, Task
 
@@ -74,6 +80,8 @@ class TrainRequest:
     drop: tuple[str, ...] = ()
     model_format: Literal["joblib", "skops"] = "joblib"
     description: str = ""
+    require_better: bool = False
+    """Refuse to register a model that does not beat the trivial baseline."""
 
 
 @dataclass(slots=True)
@@ -89,6 +97,12 @@ class TrainResult:
     duration_s: float
     run: TrainingRun | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def beats_baseline(self) -> bool:
+        """True when the model beats the trivial baseline on the deciding metric."""
+        metric = DECIDING_METRIC[self.report.task or "classification"]
+        return is_better(metric, self.metrics[metric], self.baseline_metrics[metric])
 
 
 def load_training_frame(request: TrainRequest) -> tuple[pd.DataFrame, ValidationReport]:
@@ -168,8 +182,10 @@ def train(
 ) -> TrainResult:
     """Validate, train, evaluate against a baseline, register and record the run."""
     started, clock = datetime.now(UTC), time.perf_counter()
+    name = request.name or request.data.stem
     on_step("reading and validating data")
     frame, report = load_training_frame(request)
+    _check_same_target(store, name, request.target)
     task: Task = report.task or "classification"
     estimator_name = request.estimator or DEFAULT_ESTIMATOR[task]
     factory = ESTIMATORS[task].get(estimator_name)
@@ -198,9 +214,17 @@ def train(
     on_step("evaluating on the held-out rows")
     metrics = evaluate(model, x_test, y_test, task)
     baseline_metrics = evaluate(baseline, x_test, y_test, task)
+    deciding = DECIDING_METRIC[task]
+    if request.require_better and not is_better(
+        deciding, metrics[deciding], baseline_metrics[deciding]
+    ):
+        raise NotBetterThanBaseline(
+            f"not registered: {estimator_name} does not beat the trivial baseline on "
+            f"{deciding} ({metrics[deciding]:.4f} against {baseline_metrics[deciding]:.4f} "
+            f"on {len(x_test)} held-out rows); is {request.target!r} the right target?"
+        )
 
     on_step("registering the model")
-    name = request.name or request.data.stem
     classes = tuple(_plain(c) for c in getattr(model, "classes_", ()))
     signature = Signature(
         inputs=describe_features(x),
@@ -266,6 +290,21 @@ def train(
         duration_s=duration,
         run=run,
     )
+
+
+def _check_same_target(store: RegistryStore, name: str, target: str) -> None:
+    """Raise Conflict when ``name``'s latest version predicts another target: versions of one
+    model must be interchangeable (an alias may move to any of them)."""
+    try:
+        latest = store.list_versions(name)
+    except ModelNotFound:
+        return
+    previous = latest[-1].signature.target if latest else None
+    if previous is not None and previous != target:
+        raise Conflict(
+            f"model {name!r} predicts {previous!r}; this run predicts {target!r}: "
+            "give it another --name"
+        )
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +18,8 @@ MIN_ROWS = 10
 MIN_CLASS_ROWS = 2
 """Fewest rows per class: a stratified split needs one on each side."""
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
+IDENTIFIER_NAME = re.compile(r"(?i:(^|[_\-\s])(id|uuid|guid|key)$|^id[_\-\s])|[a-z](Id|ID)$")
+"""Column names that say "identifier": id, customer_id, user-uuid, id_customer, customerId."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ def validate_dataset(
             report.drop_columns.append(str(column))
             report.add("warning", "constant_column", f"column {column!r} is constant; dropped")
     _check_leakage(features, labelled[target], report)
+    _check_identifiers(features, report)
     usable = len(labelled.drop_duplicates())
     if usable < MIN_ROWS:
         report.add(
@@ -159,6 +163,38 @@ def _check_leakage(features: pd.DataFrame, y: pd.Series, report: ValidationRepor
                 "error",
                 "leakage",
                 f"column {column!r} is identical to the target (leakage); drop it with --drop {column}",
+            )
+
+
+def _check_identifiers(features: pd.DataFrame, report: ValidationReport) -> None:
+    """Warn about columns that look like row identifiers: a model learns nothing that carries
+    over from them (or worse, something that does not), so they are most likely a mistake.
+
+    A column looks like one when every row has its own value and it is text, or whole numbers
+    that are consecutive or named like an identifier. Unique real numbers are measurements.
+    """
+    rows = len(features)
+    if rows < MIN_ROWS:
+        return
+    for column in features.columns:
+        name = str(column)
+        values = features[column]
+        if name in report.drop_columns or values.isna().any() or values.nunique() != rows:
+            continue
+        numbers = _as_float(values)
+        if numbers is None:
+            looks_like_id = True
+        elif np.all(np.mod(numbers, 1) == 0):
+            consecutive = numbers.max() - numbers.min() + 1 == rows
+            looks_like_id = consecutive or bool(IDENTIFIER_NAME.search(name))
+        else:
+            looks_like_id = False
+        if looks_like_id:
+            report.add(
+                "warning",
+                "identifier_column",
+                f"column {name!r} looks like an identifier (every row has its own value) and is "
+                f"used as a feature; if it is one, leave it out with --drop {name}",
             )
 
 

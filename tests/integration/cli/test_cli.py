@@ -468,7 +468,58 @@ def failures(project: Project, tmp_path_factory: pytest.TempPathFactory) -> dict
     )
     tampered = tampered_project(tmp_path_factory.mktemp("tampered"))
     calls["tampered"] = Call(["predict", "tiny", "tiny.csv"], tampered)
+    noise = noise_project(tmp_path_factory.mktemp("noise"))
+    calls["not-better"] = Call(["train", "noise.csv", "-t", "label", "--require-better"], noise)
+    calls["not-better-by-setting"] = Call(
+        ["train", "noise.csv", "-t", "label"], noise, {"MLSERVE_TRAIN_REQUIRE_BETTER": "true"}
+    )
+    calls["other-target"] = Call(
+        ["train", str(project.sample), "-t", "mean_radius", "--name", "cancer"], project.folder
+    )
     return run_cli_all(calls)
+
+
+def noise_project(folder: Path) -> Path:
+    """A project with noise.csv: a row number, two noise features and an imbalanced label."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(200),
+            "a": rng.normal(size=200),
+            "b": rng.normal(size=200),
+            "label": np.where(rng.random(200) < 0.8, "common", "rare"),
+        }
+    )
+    frame.to_csv(folder / "noise.csv", index=False)
+    return folder
+
+
+def test_a_model_no_better_than_its_baseline_is_refused_on_request(
+    failures: dict[str, Result],
+) -> None:
+    for case in ("not-better", "not-better-by-setting"):
+        assert_one_line_error(
+            failures[case],
+            4,
+            "not registered: logistic_regression does not beat the trivial baseline on accuracy",
+            "is 'label' the right target?",
+        )
+
+
+def test_a_model_name_keeps_its_target(failures: dict[str, Result]) -> None:
+    assert_one_line_error(
+        failures["other-target"], 7, "model 'cancer' predicts 'diagnosis'", "another --name"
+    )
+
+
+def test_train_says_plainly_what_looks_wrong_and_registers_anyway(tmp_path: Path) -> None:
+    folder = noise_project(tmp_path)
+    result = run_cli("train", "noise.csv", "--target", "label", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("column 'row' looks like an identifier" in w for w in warnings), warnings
+    assert any("does not beat the trivial baseline on accuracy" in w for w in warnings), warnings
+    assert "Registered noise:1" in result.stdout
 
 
 def tampered_project(folder: Path) -> Path:

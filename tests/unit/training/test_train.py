@@ -17,7 +17,14 @@ from hypothesis.extra.pandas import column, data_frames, range_indexes
 from messy_data import MessyDataset
 from sklearn.linear_model import LogisticRegression
 
-from mlserve.errors import DatasetError, InvalidInput, MlserveError, UnsafeArtifact
+from mlserve.errors import (
+    Conflict,
+    DatasetError,
+    InvalidInput,
+    MlserveError,
+    NotBetterThanBaseline,
+    UnsafeArtifact,
+)
 from mlserve.registry import RegistryStore
 from mlserve.runtimes import load_runtime
 from mlserve.training import TrainRequest, TrainResult, git_commit, normalize_features, train
@@ -409,3 +416,53 @@ def test_a_numeric_column_empty_in_the_training_rows_is_kept() -> None:
     rows = pd.DataFrame({"num": [7.0, np.nan], "other": [1.0, 2.0]})
     assert pipeline[:-1].transform(rows).shape == (2, 2)
     assert len(pipeline.predict(rows)) == 2
+
+
+def noise_csv(folder: Path, rows: int = 200) -> Path:
+    """Features unrelated to an imbalanced target: no model beats the majority class."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=rows),
+            "b": rng.normal(size=rows),
+            "label": np.where(rng.random(rows) < 0.8, "common", "rare"),
+        }
+    )
+    path = folder / "noise.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_require_better_refuses_a_model_that_does_not_beat_the_baseline(
+    registry_store: RegistryStore, tmp_path: Path
+) -> None:
+    path = noise_csv(tmp_path)
+    with pytest.raises(NotBetterThanBaseline, match=r"does not beat the trivial baseline on acc"):
+        train(registry_store, TrainRequest(path, "label", require_better=True))
+    assert registry_store.list_models() == []
+    assert registry_store.list_runs() == []
+
+    registered = train(registry_store, TrainRequest(path, "label"))  # said plainly, not refused
+    assert not registered.beats_baseline
+    assert registered.metrics["accuracy"] <= registered.baseline_metrics["accuracy"]
+
+
+def test_require_better_lets_a_model_that_beats_the_baseline_through(
+    registry_store: RegistryStore, churn_csv: MessyDataset
+) -> None:
+    result = train(registry_store, TrainRequest(churn_csv.path, "churned", require_better=True))
+    assert result.beats_baseline
+    assert result.metrics["accuracy"] > result.baseline_metrics["accuracy"]
+
+
+def test_a_model_name_keeps_its_target(
+    registry_store: RegistryStore, churn_csv: MessyDataset
+) -> None:
+    first = train(registry_store, TrainRequest(churn_csv.path, "churned", name="churn"))
+    with pytest.raises(
+        Conflict, match=r"model 'churn' predicts 'churned'; this run predicts 'plan'"
+    ):
+        train(registry_store, TrainRequest(churn_csv.path, "plan", name="churn"))
+    assert [v.version for v in registry_store.list_versions("churn")] == [first.version.version]
+    other = train(registry_store, TrainRequest(churn_csv.path, "plan", name="churn-plan"))
+    assert other.version.signature.target == "plan"

@@ -259,3 +259,26 @@ def test_validate_never_raises_and_cleaning_follows_the_report(
     assert len(cleaned) == labelled - duplicates  # the warnings tell what cleaning drops
     assert cleaned["y"].notna().all()
     assert list(cleaned.columns) == [c for c in frame.columns if c not in report.drop_columns]
+
+
+def test_identifier_like_columns_are_warned_about_and_kept() -> None:
+    rows = 24
+    rng = np.random.default_rng(3)
+    frame = labelled_frame(rows).assign(
+        customer=[f"c{i:04d}" for i in rng.permutation(rows)],  # text, one value per row
+        row=np.arange(rows),  # consecutive whole numbers
+        customer_id=rng.choice(100_000, rows, replace=False),  # named like one
+        income=rng.normal(50_000, 9_000, rows),  # unique, but real numbers: a measurement
+        visits=rng.choice(100_000, rows, replace=False),  # unique whole numbers, named plainly
+    )
+    report = validate_dataset(frame, "y")
+    flagged = [p.message.split("'")[1] for p in report.warnings if p.code == "identifier_column"]
+    assert flagged == ["customer", "row", "customer_id"]
+    assert "--drop customer_id" in report.warnings[-1].message
+    assert report.errors == []
+    assert "customer_id" not in report.drop_columns  # a warning: the user decides
+
+
+def test_a_category_column_with_repeats_is_no_identifier() -> None:
+    report = validate_dataset(labelled_frame(24).assign(code=["a1", "b2"] * 12), "y")
+    assert "identifier_column" not in codes(report)
