@@ -298,6 +298,79 @@ def test_list_versions_is_oldest_first_and_per_model(
     assert [v.name for v in registry_store.list_versions("fraud")] == ["fraud", "fraud"]
 
 
+# -- archiving and deleting versions --------------------------------------------------------------
+
+
+def test_an_archived_version_is_never_resolved_aliased_or_listed_again(
+    three_versions: RegistryStore,
+) -> None:
+    event = three_versions.archive_version("churn", 3, actor="alice", reason="wrong month")
+    assert (event.version, event.action, event.actor, event.reason) == (3, "archive", "alice",
+                                                                          "wrong month")  # fmt: skip
+    with pytest.raises(VersionNotFound, match=r"no version 3 \(it is archived\)"):
+        three_versions.resolve("churn:3")
+    with pytest.raises(VersionNotFound, match="archived"):
+        three_versions.set_alias("churn", "staging", 3)
+    assert three_versions.resolve("churn").version == 2  # the latest is the newest not archived
+    assert [v.version for v in three_versions.list_versions("churn")] == [1, 2]
+    (info,) = three_versions.list_models()
+    assert (info.latest_version, info.version_count) == (2, 2)
+    assert (
+        three_versions.register_version("churn", *_file_and_new(three_versions, 1)).version == 4
+    )  # numbers are never reused
+
+
+def _file_and_new(store: RegistryStore, version: int) -> tuple[Path, NewVersion]:
+    """The model file and metadata of a registered version, to register it again."""
+    registered = store.get_version("churn", version)
+    folder = store.local_folder(registered)
+    return folder / registered.model_file, NewVersion("sklearn", registered.signature)
+
+
+def test_a_version_in_use_is_not_archived(three_versions: RegistryStore) -> None:
+    three_versions.set_alias("churn", "production", 1)
+    three_versions.set_alias("churn", "staging", 2)
+    with pytest.raises(Conflict, match="alias production points at it"):
+        three_versions.archive_version("churn", 1)
+    three_versions.start_rollout("churn", 3, canary=0.1)
+    with pytest.raises(Conflict, match="the active rollout uses it"):
+        three_versions.archive_version("churn", 3)
+    with pytest.raises(Conflict, match="alias staging points at it"):
+        three_versions.archive_version("churn", 2)
+    assert three_versions.version_events("churn") == []
+    assert [v.version for v in three_versions.list_versions("churn")] == [1, 2, 3]
+
+
+def test_a_never_served_version_is_deleted_with_its_artifacts_and_recorded(
+    three_versions: RegistryStore,
+) -> None:
+    folder = Path(three_versions.get_version("churn", 3).artifact_uri)
+    assert folder.is_dir()
+    event = three_versions.delete_version("churn", 3, actor="bob")
+    assert (event.version, event.action, event.actor) == (3, "delete", "bob")
+    assert not folder.exists()
+    with pytest.raises(VersionNotFound):
+        three_versions.get_version("churn", 3)
+    assert [e.action for e in three_versions.version_events("churn")] == ["delete"]
+    assert three_versions.register_version("churn", *_file_and_new(three_versions, 1)).version == 4
+
+
+def test_a_version_that_was_ever_served_is_archived_not_deleted(
+    three_versions: RegistryStore,
+) -> None:
+    three_versions.set_alias("churn", "production", 1)
+    three_versions.set_alias("churn", "production", 2)  # 1 was served, and no alias is on it now
+    three_versions.start_rollout("churn", 3, canary=0.1)
+    three_versions.rollback_rollout("churn", "test")
+    for version, how in ((1, "alias production pointed at it"), (3, "used it")):
+        with pytest.raises(Conflict, match=f"was served \\(.*{how}\\); archive it instead"):
+            three_versions.delete_version("churn", version)
+    three_versions.archive_version("churn", 1)
+    with pytest.raises(Conflict, match="archive it instead"):
+        three_versions.delete_version("churn", 1)  # archived, and it was served
+    assert [e.action for e in three_versions.version_events("churn")] == ["archive"]
+
+
 # -- training runs ------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -212,6 +213,75 @@ def models_show(
                 event.actor,
             )
         console.print(trail)
+
+
+@models_app.command("archive")
+def models_archive(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+) -> None:
+    """Take a version out of use: kept with its artifacts and history, never served again.
+
+    Refused while an alias or an active rollout uses it. Recorded in `mlserve models history`.
+
+    Example: [bold]mlserve models archive churn:2 --reason "trained on the wrong month"[/bold]
+    """
+    name, version = _numbered(ref)
+    context(ctx).store().archive_version(name, version, actor=actor(), reason=reason)
+    console.print(f"archived {name}:{version}", highlight=False)
+
+
+@models_app.command("delete")
+def models_delete(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a version that was never served, with its artifacts; its number is not reused.
+
+    A version an alias ever pointed at, or a rollout used, can only be archived.
+    Recorded in `mlserve models history`.
+
+    Example: [bold]mlserve models delete churn:4 --yes[/bold]
+    """
+    name, version = _numbered(ref)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("deleting a version needs --yes when not asked on a terminal")
+        typer.confirm(f"delete {name}:{version} and its artifacts for good?", abort=True)
+    context(ctx).store().delete_version(name, version, actor=actor())
+    console.print(f"deleted {name}:{version}", highlight=False)
+
+
+@models_app.command("history")
+def models_history(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model name.")]
+) -> None:
+    """Show which versions of NAME were archived or deleted, by whom, when and why.
+
+    Example: [bold]mlserve models history churn[/bold]
+    """
+    table = Table(title=f"{name}: version history")
+    for column in ("when", "version", "action", "who", "reason"):
+        table.add_column(column)
+    for event in context(ctx).store().version_events(name):
+        table.add_row(
+            f"{event.at:%Y-%m-%d %H:%M:%S}",
+            str(event.version),
+            event.action,
+            event.actor,
+            event.reason,
+        )
+    console.print(table)
+
+
+def _numbered(ref: str) -> tuple[str, int]:
+    """NAME and VERSION of a NAME:VERSION reference; an alias or a bare name is refused."""
+    parsed = ModelRef.parse(ref)
+    if parsed.version is None:
+        raise InvalidInput(f"name the version: NAME:VERSION, not {ref!r}")
+    return parsed.name, parsed.version
 
 
 @alias_app.command("set")

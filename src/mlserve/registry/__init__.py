@@ -9,6 +9,7 @@ from mlserve.registry.store import (
     NewVersion,
     RegistryStore,
     TrainingRun,
+    VersionEvent,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "RolloutEvent",
     "RolloutLimits",
     "TrainingRun",
+    "VersionEvent",
 ]

@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 READY = "ready"
 """Status of a version whose artifacts are complete; reads see only these."""
+ARCHIVED = "archived"
+"""Status of a version taken out of use: kept with its artifacts, never resolved or served."""
 
 
 class Database:
@@ -121,7 +123,14 @@ class Database:
             )
         )
         if row is None:
-            raise VersionNotFound(model.name, version)
+            archived = session.scalar(
+                select(VersionRow.id).where(
+                    VersionRow.model_id == model.id,
+                    VersionRow.version == version,
+                    VersionRow.status == ARCHIVED,
+                )
+            )
+            raise VersionNotFound(model.name, f"{version} (it is archived)" if archived else version)
         return row
 
 

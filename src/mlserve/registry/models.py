@@ -112,6 +112,20 @@ class AliasEventRow(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
 
 
+class VersionEventRow(Base):
+    """Audit trail of a version's life after registration: archived or deleted, by whom."""
+
+    __tablename__ = "version_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+
 class TrainingRunRow(Base):
     """One `mlserve train` run and the version it produced."""
 

@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session
 from mlserve import __version__
 from mlserve.errors import AliasNotFound, Conflict, InvalidInput, VersionNotFound
 from mlserve.registry.artifacts import ArtifactStore
-from mlserve.registry.database import READY
+from mlserve.registry.database import ARCHIVED, READY
 from mlserve.registry.models import (
     AliasEventRow,
     AliasRow,
     ModelRow,
+    RolloutRow,
     TrainingRunRow,
+    VersionEventRow,
     VersionRow,
     utcnow,
 )
@@ -87,6 +89,18 @@ class AliasEvent:
     alias: str
     from_version: int | None
     to_version: int | None
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEvent:
+    """A version archived or deleted: by whom, when and why."""
+
+    name: str
+    version: int
+    action: str
+    reason: str
     actor: str
     at: datetime
 
@@ -340,6 +354,128 @@ class RegistryStore(RolloutStore):
         verify_artifact(folder, expected_sha256=version.sha256)
         return folder
 
+    def archive_version(
+        self, name: str, version: int, *, actor: str = "", reason: str = ""
+    ) -> VersionEvent:
+        """Take a version out of use: it keeps its artifacts and history, but is never resolved,
+        aliased or served again. Refused (Conflict) while an alias or a rollout uses it."""
+
+        def archive() -> VersionEvent:
+            with self._session() as session:
+                model = self._model(session, name)
+                self._lock_model(session, model)
+                row = self._version_row(session, model, version)
+                self._refuse_if_in_use(session, model, version, "archived")
+                row.status = ARCHIVED
+                event_row = self._record_version_event(
+                    session, model, version, "archive", reason, actor
+                )
+                session.commit()
+                return _to_version_event(name, event_row)
+
+        event_ = self._retry(archive)
+        log.info("version archived", extra={"model": name, "version": version, "actor": actor})
+        return event_
+
+    def delete_version(self, name: str, version: int, *, actor: str = "") -> VersionEvent:
+        """Delete a version that was never served (no alias ever pointed at it, no rollout used
+        it): its row and artifacts go, its number is not reused, the deletion is recorded.
+        A version that was served is archived instead (Conflict says so)."""
+
+        def delete() -> tuple[VersionEvent, str]:
+            with self._session() as session:
+                model = self._model(session, name)
+                self._lock_model(session, model)
+                row = session.scalar(
+                    select(VersionRow).where(
+                        VersionRow.model_id == model.id,
+                        VersionRow.version == version,
+                        VersionRow.status.in_((READY, ARCHIVED)),
+                    )
+                )
+                if row is None:
+                    raise VersionNotFound(name, version)
+                served = self._served_by(session, model, version)
+                if served is not None:
+                    raise Conflict(
+                        f"{name}:{version} cannot be deleted: it was served ({served}); "
+                        f"archive it instead: mlserve models archive {name}:{version}"
+                    )
+                uri = row.artifact_uri
+                session.delete(row)
+                event_row = self._record_version_event(session, model, version, "delete", "", actor)
+                session.commit()
+                return _to_version_event(name, event_row), uri
+
+        event_, uri = self._retry(delete)
+        self.artifacts.delete_version(uri)
+        log.info("version deleted", extra={"model": name, "version": version, "actor": actor})
+        return event_
+
+    def version_events(self, name: str) -> list[VersionEvent]:
+        """The archive and delete trail of a model's versions, oldest first."""
+        with self._session() as session:
+            model = self._model(session, name)
+            rows = session.scalars(
+                select(VersionEventRow)
+                .where(VersionEventRow.model_id == model.id)
+                .order_by(VersionEventRow.id)
+            )
+            return [_to_version_event(name, row) for row in rows]
+
+    def _refuse_if_in_use(self, session: Session, model: ModelRow, version: int, what: str) -> None:
+        aliases = sorted(
+            session.scalars(
+                select(AliasRow.alias).where(
+                    AliasRow.model_id == model.id, AliasRow.version == version
+                )
+            )
+        )
+        if aliases:
+            raise Conflict(
+                f"{model.name}:{version} cannot be {what}: alias {', '.join(aliases)} points at "
+                "it; move or delete the alias first"
+            )
+        rollout = self._active_rollout_row(session, model)
+        if rollout is not None and version in (rollout.production, rollout.candidate):
+            raise Conflict(
+                f"{model.name}:{version} cannot be {what}: the active rollout uses it; "
+                "promote or roll it back first"
+            )
+
+    @staticmethod
+    def _served_by(session: Session, model: ModelRow, version: int) -> str | None:
+        """How a version was served (an alias that pointed at it, a rollout), or None."""
+        alias = session.scalar(
+            select(AliasEventRow.alias).where(
+                AliasEventRow.model_id == model.id, AliasEventRow.to_version == version
+            )
+        )
+        if alias is not None:
+            return f"alias {alias} pointed at it"
+        rollout = session.scalar(
+            select(RolloutRow.id).where(
+                RolloutRow.model_id == model.id,
+                (RolloutRow.candidate == version) | (RolloutRow.production == version),
+            )
+        )
+        return None if rollout is None else f"rollout {rollout} used it"
+
+    @staticmethod
+    def _record_version_event(
+        session: Session, model: ModelRow, version: int, action: str, reason: str, actor: str
+    ) -> VersionEventRow:
+        row = VersionEventRow(
+            model_id=model.id,
+            version=version,
+            action=action,
+            reason=reason,
+            actor=actor,
+            at=utcnow(),
+        )
+        session.add(row)
+        return row
+
     # -- aliases --------------------------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int, *, actor: str = "") -> AliasEvent:
@@ -495,6 +631,10 @@ class RegistryStore(RolloutStore):
 
 def _to_event(name: str, row: AliasEventRow) -> AliasEvent:
     return AliasEvent(name, row.alias, row.from_version, row.to_version, row.actor, row.at)
+
+
+def _to_version_event(name: str, row: VersionEventRow) -> VersionEvent:
+    return VersionEvent(name, row.version, row.action, row.reason, row.actor, row.at)
 
 
 def _to_run(name: str, row: TrainingRunRow) -> TrainingRun:

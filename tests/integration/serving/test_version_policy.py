@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from serving_harness import LiveServer, register, registry, running_server
+from serving_harness import (
+    MLSERVE,
+    LiveServer,
+    register,
+    registry,
+    running_server,
+    server_environment,
+)
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
@@ -229,3 +237,51 @@ def test_serve_all_with_a_model_folder_is_refused(tmp_path: Path) -> None:
         assert server.process.wait(60) != 0
         lines = server.stderr().strip().splitlines()
     assert lines == ["error: --all serves the registry; it cannot be combined with --model-dir"]
+
+
+def test_an_archived_version_stops_being_served_and_a_served_one_cannot_be_deleted(
+    project: PolicyProject, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    with registry(root) as store:
+        for version in ("1", "2", "3"):
+            register(store, "arch", project.estimators[version], project.signature,
+                     tmp_path / f"arch{version}")  # fmt: skip
+        store.set_alias("arch", "production", 1)
+    env = {"MLSERVE_RELOAD_INTERVAL_S": "0.2", "MLSERVE_MODELS__ARCH__VERSIONS": "all"}
+    with (
+        running_server(root, "arch", env=env, log_dir=tmp_path, wait="loaded") as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        assert served_versions(client, "arch") == ["1", "2", "3"]
+        archived = run_cli("models", "archive", "arch:2", "--reason", "bad data", cwd=root)
+        assert archived.returncode == 0, archived.stderr
+        server.wait_until("/v2/models/arch", lambda r: r.json()["versions"] == ["1", "3"], WAIT_S)
+        gone = client.post("/v1/models/arch/versions/2:predict", json={"instances": project.rows})
+        assert gone.status_code == 404
+
+        refused = run_cli("models", "delete", "arch:1", "--yes", cwd=root)
+        assert refused.returncode == 7
+        assert "archive it instead" in refused.stderr
+        deleted = run_cli("models", "delete", "arch:3", "--yes", cwd=root)
+        assert deleted.returncode == 0, deleted.stderr
+        server.wait_until("/v2/models/arch", lambda r: r.json()["versions"] == ["1"], WAIT_S)
+        assert client.get("/v2/health/ready").status_code == 200
+
+    history = run_cli("models", "history", "arch", cwd=root)
+    assert history.returncode == 0, history.stderr
+    assert "archive" in history.stdout
+    assert "bad data" in history.stdout
+    assert "delete" in history.stdout
+    unserved = run_cli("alias", "set", "arch", "staging", "2", cwd=root)
+    assert unserved.returncode == 3
+    assert "(it is archived)" in unserved.stderr
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `mlserve ARGS` in ``cwd``."""
+    return subprocess.run(
+        [MLSERVE, *args], cwd=cwd, env=server_environment(), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 _SCRIPTS = Path(__file__).parent
 _PG_LOCK_KEY = 0x6D6C7376  # "mlsv": one advisory lock id for registry migrations
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration's id (a test keeps it equal to what Alembic finds in versions/)."""
 
 
