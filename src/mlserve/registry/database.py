@@ -130,7 +130,9 @@ class Database:
                     VersionRow.status == ARCHIVED,
                 )
             )
-            raise VersionNotFound(model.name, f"{version} (it is archived)" if archived else version)
+            raise VersionNotFound(
+                model.name, f"{version} (it is archived)" if archived else version
+            )
         return row
 
 
