@@ -65,6 +65,8 @@ class ModelOptions(BaseModel):
     """Override of the server-wide extra_columns."""
     versions: str | list[int] | None = None
     """Override of the server-wide versions policy."""
+    online_accuracy_floor: float | None = Field(default=None, ge=0, le=1)
+    """Override of the server-wide online_accuracy_floor."""
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -202,6 +204,9 @@ class Settings(BaseSettings):
     """Fewest logged rows in the window before drift is judged."""
     feedback_window_s: float = Field(default=86_400.0, gt=0)
     """Window of labelled predictions behind online accuracy, F1 and MAE."""
+    online_accuracy_floor: float | None = Field(default=None, ge=0, le=1)
+    """Online accuracy below which the shipped MlserveOnlineAccuracyLow alert fires (exported
+    as mlserve_online_accuracy_floor); unset, no model has a floor."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""
@@ -291,6 +296,11 @@ class Settings(BaseSettings):
             name: getattr(options, name) or getattr(self, name)
             for name in ("missing_values", "unknown_categories", "extra_columns")
         }
+
+    def accuracy_floor_for(self, model: str) -> float | None:
+        """A model's online accuracy floor: its own where set, else the server-wide one."""
+        own = self.options_for(model).online_accuracy_floor
+        return self.online_accuracy_floor if own is None else own
 
     def version_policy_for(self, model: str) -> VersionPolicy:
         """Which versions of ``model`` a server serves: its own policy where set, else the

@@ -239,3 +239,17 @@ def test_env_example_is_all_comments_and_the_repository_copy_is_current() -> Non
         assert f"# MLSERVE_{name.upper()}=" in text
     repository_copy = Path(__file__).parents[2] / ".env.example"
     assert repository_copy.read_text() == text + "\n"
+
+
+def test_an_accuracy_floor_per_model_overrides_the_server_wide_one(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().accuracy_floor_for("churn") is None
+    monkeypatch.setenv("MLSERVE_ONLINE_ACCURACY_FLOOR", "0.7")
+    monkeypatch.setenv("MLSERVE_MODELS__CHURN__ONLINE_ACCURACY_FLOOR", "0.9")
+    settings = load_settings()
+    assert settings.accuracy_floor_for("churn") == 0.9
+    assert settings.accuracy_floor_for("fraud") == 0.7
+    monkeypatch.setenv("MLSERVE_ONLINE_ACCURACY_FLOOR", "1.5")
+    with pytest.raises(ConfigError, match="online_accuracy_floor"):
+        load_settings()

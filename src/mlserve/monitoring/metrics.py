@@ -230,6 +230,7 @@ class MonitoringMetrics:
     online_f1: Gauge
     online_mae: Gauge
     online_labelled_rows: Gauge
+    online_accuracy_floor: Gauge
     drift_statistic: Gauge
     drift_p_value: Gauge
     drift_detected: Gauge
@@ -296,6 +297,12 @@ class MonitoringMetrics:
                 "mlserve_online_labelled_rows",
                 "Labelled predictions in the feedback window.",
                 version,
+            ),
+            online_accuracy_floor=gauge(
+                "mlserve_online_accuracy_floor",
+                "A model's configured online_accuracy_floor: the MlserveOnlineAccuracyLow alert "
+                "fires below it.",
+                ("model",),
             ),
             drift_statistic=gauge(
                 "mlserve_drift_statistic",

@@ -169,6 +169,7 @@ def create_app(
                 settings.feedback_window_s,
                 # Worker processes are told by MULTIPROC_ENV (their settings say workers=1).
                 retry_unknown_s=UNKNOWN_RETRY_S if os.environ.get(MULTIPROC_ENV) else 0.0,
+                accuracy_floor=settings.accuracy_floor_for,
             )
         ),
         drift=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,6 +139,7 @@ class OnlineScores:
     The database work runs in worker threads; the gauges are recomputed after each feedback
     call and every ``interval_s`` (other worker processes receive feedback too). With several
     worker processes, pass ``retry_unknown_s``: unknown ids are looked up again for that long.
+    ``accuracy_floor`` gives a model's configured floor, published beside its scores.
     """
 
     def __init__(
@@ -149,8 +150,10 @@ class OnlineScores:
         metrics: MonitoringMetrics,
         window_s: float,
         retry_unknown_s: float = 0.0,
+        accuracy_floor: Callable[[str], float | None] = lambda _name: None,
     ) -> None:
         self._retry_unknown_s = retry_unknown_s
+        self._accuracy_floor = accuracy_floor
         self._store = store
         self._writer = writer
         self._models = models
@@ -203,6 +206,9 @@ class OnlineScores:
             scores.setdefault(version, OnlineMetrics(labelled_rows=0, task=task))
         for version, metrics in scores.items():
             self._publish(name, version, metrics)
+        floor = self._accuracy_floor(name)
+        if floor is not None:
+            self._metrics.online_accuracy_floor.labels(name).set(floor)
         return dict(sorted(scores.items(), key=lambda kv: (len(kv[0]), kv[0])))
 
     def _publish(self, name: str, version: str, scores: OnlineMetrics) -> None:

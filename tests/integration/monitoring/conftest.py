@@ -64,11 +64,14 @@ def monitoring_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def monitored_server(
     monitoring_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """`mlserve serve` with the cache on for clicks and a drift check every second."""
+    """`mlserve serve` with the cache on for clicks, an accuracy floor for clicks and a drift
+    check every second."""
     env = {
         "MLSERVE_DRIFT_INTERVAL_S": "1",
         "MLSERVE_DRIFT_MIN_ROWS": str(DRIFT_MIN_ROWS),
         f"MLSERVE_MODELS__{CLASSIFIER.upper()}__CACHE": "true",
+        # exported as mlserve_online_accuracy_floor, the MlserveOnlineAccuracyLow threshold
+        f"MLSERVE_MODELS__{CLASSIFIER.upper()}__ONLINE_ACCURACY_FLOOR": "0.5",
     }
     with running_server(
         monitoring_project, env=env, log_dir=tmp_path_factory.mktemp("monitored-server-logs")

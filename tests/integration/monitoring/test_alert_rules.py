@@ -19,6 +19,8 @@ from monitoring_harness import (
 
 ALERTS = {
     "MlserveHighErrorRate": ("critical", "5m"),
+    "MlserveHighClientErrorRate": ("warning", "15m"),
+    "MlserveOnlineAccuracyLow": ("critical", "15m"),
     "MlserveHighLatencyP95": ("warning", "5m"),
     "MlserveDriftDetected": ("warning", "10m"),
     "MlserveModelNotReady": ("critical", "2m"),

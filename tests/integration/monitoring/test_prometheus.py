@@ -124,8 +124,16 @@ def test_alert_rules_load_and_evaluate_on_live_metrics(
     not_ready = next(r["expr"] for r in alert_rules() if r["alert"] == "MlserveModelNotReady")
     assert prometheus.query(not_ready) == []  # both models are ready
 
-    # Every request to the regressor is invalid (400): its error rate is 100 %, so the alert
-    # goes pending at once (it needs 5 minutes to fire); the classifier stays healthy.
+    floor = prometheus.wait_until(
+        "the accuracy floor scraped",
+        lambda: prometheus.query(f'mlserve_online_accuracy_floor{{model="{CLASSIFIER}"}}'),
+        30.0,
+    )
+    assert [float(sample["value"][1]) for sample in floor] == [0.5]
+
+    # Every request to the regressor is invalid (400): its client error rate is 100 %, so that
+    # alert goes pending at once (it needs 15 minutes to fire); the classifier stays healthy,
+    # and no 5xx means no server error alert.
     records = classifier_frame(50, seed=22).to_dict(orient="records")
 
     def send(client: httpx.Client, i: int) -> None:
@@ -134,13 +142,16 @@ def test_alert_rules_load_and_evaluate_on_live_metrics(
         else:
             assert predict(client, CLASSIFIER, records[i % len(records)]).status_code == 200
 
-    def error_rate_alerts() -> list[dict[str, Any]]:
-        rule = rules_by_name(prometheus)["MlserveHighErrorRate"]
+    def client_error_alerts() -> list[dict[str, Any]]:
+        rule = rules_by_name(prometheus)["MlserveHighClientErrorRate"]
         return list(rule["alerts"]) if rule["state"] in ("pending", "firing") else []
 
-    alerts = drive_until(monitored_server, send, error_rate_alerts)
+    alerts = drive_until(monitored_server, send, client_error_alerts)
 
     assert [a["labels"]["model"] for a in alerts] == [REGRESSOR]
-    assert alerts[0]["labels"]["severity"] == "critical"
-    assert alerts[0]["annotations"]["summary"] == f"{REGRESSOR}: error rate above 5 %"
-    assert float(alerts[0]["value"]) > 0.05
+    assert alerts[0]["labels"]["severity"] == "warning"
+    assert alerts[0]["annotations"]["summary"] == (
+        f"{REGRESSOR}: a quarter of the requests are refused as invalid"
+    )
+    assert float(alerts[0]["value"]) > 0.25
+    assert rules_by_name(prometheus)["MlserveHighErrorRate"]["state"] == "inactive"
