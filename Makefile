@@ -31,8 +31,10 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/deptry --no-ansi src
 
+# Two pytest processes: tritonclient.grpc and kserve cannot be imported by one (tests/conftest.py).
 test: lint install-check
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/integration/serving/test_grpc.py
 
 # pip install . (pyproject.toml alone, no lock) into a fresh venv, then use the installed command.
 install-check:
@@ -46,7 +48,7 @@ bench: venv
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: venv
-	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,reports]'
 	$(BIN)/pip freeze --exclude-editable | grep -v '^mlserve' > requirements.lock
 
 clean:

@@ -11,6 +11,7 @@ if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
   "$here/.venvs/mlserver/bin/pip" install --quiet "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "uvloop<0.21"
 fi
 "$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
+"$here/../.venv/bin/python" "$here/grpc_bench.py"
 "$here/../.venv/bin/python" "$here/batch_bench.py"
 "$here/../.venv/bin/python" "$here/swap_bench.py"
 "$here/../.venv/bin/python" "$here/shadow_bench.py"

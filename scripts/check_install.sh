@@ -67,8 +67,13 @@ import mlserve
 
 if not mlserve.__file__.startswith(sys.prefix):
     sys.exit(f"mlserve was imported from {mlserve.__file__}, not from the venv")
-# env runs a migration when imported (Alembic's script), __main__ runs the command line.
-skipped = {"mlserve.__main__", "mlserve.registry.migrations.env"}
+# env runs a migration when imported (Alembic's script), __main__ runs the command line;
+# drift_report needs the `reports` extra (matplotlib), which `mlserve drift --html` asks for.
+skipped = {
+    "mlserve.__main__",
+    "mlserve.registry.migrations.env",
+    "mlserve.monitoring.drift_report",
+}
 for module in pkgutil.walk_packages(mlserve.__path__, "mlserve."):
     if module.name not in skipped:
         importlib.import_module(module.name)

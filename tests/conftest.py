@@ -20,6 +20,19 @@ from mlserve.types import MANIFEST_FILE, Signature, VersionManifest, file_sha256
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
+GRPC_CLIENT_TESTS = Path(__file__).parent / "integration" / "serving" / "test_grpc.py"
+"""tritonclient.grpc and kserve each register protobuf messages named ``inference.*`` in the
+process's one descriptor pool, so no process can import both: these tests run only when named
+on the command line, in a pytest process of their own (`make test` runs both processes)."""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave GRPC_CLIENT_TESTS out of a run that does not name it."""
+    if collection_path != GRPC_CLIENT_TESTS:
+        return None
+    named = {Path(arg.split("::")[0]).resolve() for arg in config.args}
+    return GRPC_CLIENT_TESTS not in named
+
 
 @pytest.fixture(scope="session")
 def iris_frame() -> pd.DataFrame:

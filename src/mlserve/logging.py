@@ -1,4 +1,5 @@
-"""JSON logs, one object a line, with request context; installed only by the CLI."""
+"""Logs with request context, as JSON lines or text lines for people; installed only by the
+CLI."""
 
 from __future__ import annotations
 
@@ -81,6 +82,34 @@ class JsonFormatter(logging.Formatter):
         return f"{self._second_text}.{micros // 1000:03d}+00:00"
 
 
+class TextFormatter(logging.Formatter):
+    """A line for people: time, level, logger and message, then the same fields JSON lines carry
+    (request context and ``extra=``) as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line (a traceback, when there is one, below it)."""
+        line = super().format(record)
+        pairs = [
+            f"{key}={var.get()}"
+            for key, var in (
+                ("request_id", request_id_var),
+                ("model", model_var),
+                ("version", version_var),
+            )
+            if var.get() is not None
+        ]
+        fields = record.__dict__
+        extra = sorted(key for key in fields.keys() - _STANDARD if not key.startswith("_"))
+        pairs += [f"{key}={fields[key]}" for key in extra]
+        if not pairs:
+            return line
+        head, newline, rest = line.partition("\n")
+        return f"{head}  {' '.join(pairs)}{newline}{rest}"
+
+
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler whose lines reach the stream in batches: at most ``interval_s`` late, at
     once for warnings and errors, and at exit (logging.shutdown flushes every handler).
@@ -142,12 +171,15 @@ def _buffered(stream: Any) -> Any:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Install the root handler on stderr (JSON or plain text); call once, from the CLI."""
+    """Install the root handler on stderr (JSON, plain text, or ``auto``: text on a terminal,
+    JSON elsewhere); call once, from the CLI."""
     handler = BufferedStreamHandler(sys.stderr)
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     # The logging HOWTO's optimizations: no record carries the caller's file and line, thread,
     # or process, and our formats print none of them; finding the caller walks the stack on
     # every call, which on the access log is half the cost of a line.

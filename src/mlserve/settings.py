@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     """Address the server listens on."""
     port: int = Field(default=8080, ge=0, le=65535)
     """Port the server listens on."""
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the Open Inference Protocol's gRPC service (on `host`); 0 switches it off."""
     workers: int = Field(default=1, ge=1)
     """Server processes sharing the port."""
     inference_workers: int = Field(default=4, ge=1)
@@ -210,8 +212,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""
-    log_format: Literal["json", "text"] = "json"
-    """JSON lines for machines or plain text for people."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """JSON lines for machines or plain text for people; `auto` is text on a terminal, JSON
+    anywhere else (a container, a file, a pipe)."""
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """Replicas that agree (issue 17): two `mlserve serve` processes on one PostgreSQL registry and one
 PostgreSQL prediction log converge on the version an alias names, log under distinct request
-ids, and join feedback sent to either replica with predictions made by the other.
+ids, join feedback sent to either replica with predictions made by the other, and compute
+online accuracy and drift over both replicas' logs.
 
 The server comes from ``postgres_url`` in tests/integration/conftest.py; each test gets fresh
 databases on it.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from serving_harness import LiveServer, running_server
 from sqlalchemy import create_engine, make_url, text
 
+from mlserve.monitoring import build_reference_profile
 from mlserve.monitoring.predlog_store import PredictionLogStore
 from mlserve.registry import NewVersion, RegistryStore
 
@@ -82,8 +85,9 @@ def test_two_replicas_converge_log_apart_and_join_each_others_feedback(
     }
     rows = rows_of(iris_features)
     try:
+        profiled = replace(new_version, reference_profile=build_reference_profile(iris_features))
         for _ in range(2):
-            store.register_version(MODEL, classifier_file, new_version)
+            store.register_version(MODEL, classifier_file, profiled)
         store.set_alias(MODEL, "production", 1)
         homes = [tmp_path / "a", tmp_path / "b"]  # each replica its own working folder
         for home in homes:
@@ -130,6 +134,15 @@ def test_two_replicas_converge_log_apart_and_join_each_others_feedback(
                     joined = client.post(f"/v1/models/{MODEL}/feedback", json=feedback)
                     assert joined.status_code == 200, joined.text
                     assert joined.json() == {"joined": len(rows), "unknown": []}
+
+                # online accuracy and drift are computed over every replica's logs, on either
+                for client in (a, b):
+                    scores = client.get(f"/v1/models/{MODEL}/monitoring").json()["versions"]["2"]
+                    assert scores["labelled_rows"] == 2 * len(rows)
+                    assert scores["accuracy"] == 1.0  # the labels are the predictions
+                    drift = client.get(f"/v1/models/{MODEL}/drift", params={"window": "1h"})
+                    assert drift.status_code == 200, drift.text
+                    assert drift.json()["window_rows"] == logged_rows(log_url)  # A's and B's
     finally:
         store.close()
 
@@ -145,5 +158,14 @@ def wait_for_logged(log_url: str, ids: set[str]) -> None:
                 return
             assert time.monotonic() < deadline, f"{len(ids - logged)} requests not logged"
             time.sleep(0.2)
+    finally:
+        log.close()
+
+
+def logged_rows(log_url: str) -> int:
+    """Rows of version 2 in the shared prediction log, whichever replica answered them."""
+    log = PredictionLogStore(log_url)
+    try:
+        return len(log.export(MODEL, "2", None, None))
     finally:
         log.close()

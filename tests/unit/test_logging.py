@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import pty
+import sys
 import time
 import warnings
 from datetime import UTC, datetime
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from mlserve.logging import (
     BufferedStreamHandler,
     JsonFormatter,
+    TextFormatter,
     configure_logging,
     request_id_var,
 )
@@ -126,3 +130,38 @@ def test_buffered_lines_all_arrive_warnings_at_once_the_rest_within_the_interval
     records = [orjson.loads(line) for line in path.read_text().splitlines()]
     assert [r.get("i") for r in records[:500]] == list(range(500))
     assert [r["message"] for r in records[500:]] == ["slow", "later", "last"]
+
+
+@pytest.mark.parametrize("on_a_terminal", [True, False])
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere(
+    on_a_terminal: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if on_a_terminal:
+        _leader, follower = pty.openpty()
+        stream = os.fdopen(follower, "w")
+    else:
+        stream = (tmp_path / "stderr.log").open("w")
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "auto")
+        (handler,) = root.handlers
+        is_json = isinstance(handler.formatter, JsonFormatter)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        stream.close()
+    assert is_json is not on_a_terminal
+
+
+def test_text_lines_carry_the_same_fields_as_json_lines() -> None:
+    token = request_id_var.set("req-1")
+    try:
+        line = TextFormatter().format(record(1_700_000_000.25, model="churn", status=200))
+    finally:
+        request_id_var.reset(token)
+    head, fields = line.split("  ", 1)
+    assert head.endswith(" INFO mlserve.access: request")
+    assert fields == "request_id=req-1 model=churn status=200"

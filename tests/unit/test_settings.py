@@ -212,7 +212,7 @@ def test_project_template_config_loads(project_dir: Path) -> None:
     (project_dir / "mlserve.yaml").write_text(template.read_text(encoding="utf-8"))
     settings = load_settings()
     assert settings.port == 8080
-    assert settings.log_format == "json"
+    assert settings.log_format == "auto"
 
 
 # -- .env sharing and malformed YAML ------------------------------------------------------

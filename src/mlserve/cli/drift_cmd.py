@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,11 @@ from rich.console import JustifyMethod
 from rich.table import Table
 
 from mlserve.cli.context import console, context, err_console
-from mlserve.errors import InvalidInput, NotFound
+from mlserve.errors import ConfigError, InvalidInput, NotFound
 from mlserve.types import ModelRef
 
 if TYPE_CHECKING:
-    from mlserve.monitoring.drift import DriftReport
+    from mlserve.monitoring.drift import DriftCheck, DriftReport
 
 
 EXIT_DRIFT_DETECTED = 9
@@ -68,6 +69,11 @@ def drift(
     from mlserve.monitoring.predlog_store import safe_url, sqlite_path
     from mlserve.runtimes import load_runtime
 
+    if html is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "--html draws its plots with matplotlib, which is not installed: "
+            "pip install 'mlserve[reports]'"
+        )
     cli = context(ctx)
     settings = cli.settings()
     window_s = parse_duration(window) if window is not None else settings.drift_window_s
@@ -128,17 +134,24 @@ def drift(
         until=until,
     )
     report = detect_drift(check, config)
+    _show(report, check, format_duration(window_s), as_json=as_json, html=html)
+    if report.detected:
+        raise typer.Exit(EXIT_DRIFT_DETECTED)
+
+
+def _show(
+    report: DriftReport, check: DriftCheck, window: str, *, as_json: bool, html: Path | None
+) -> None:
+    """The report as a table or JSON on standard output, and as an HTML file when asked."""
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
-        _print_report(report, format_duration(window_s))
+        _print_report(report, window)
     if html is not None:
         from mlserve.monitoring.drift_report import render_html
 
         html.write_text(render_html(report, check), encoding="utf-8")
         err_console.print(f"wrote the drift report to {html}", highlight=False)
-    if report.detected:
-        raise typer.Exit(EXIT_DRIFT_DETECTED)
 
 
 def _print_report(report: DriftReport, window: str) -> None:

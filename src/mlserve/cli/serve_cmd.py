@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from mlserve import __version__
 from mlserve.cli.context import context, err_console
 from mlserve.errors import ConfigError
 from mlserve.logging import configure_logging
+from mlserve.settings import Settings
 
 FACTORY = "mlserve.serving:app_from_environment"
 
@@ -27,6 +29,10 @@ def serve(
         str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the gRPC inference service (default 8081; 0 switches it off)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Server processes sharing the port.")] = None,
     model_dir: Annotated[
         Path | None,
@@ -41,7 +47,8 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve models over HTTP: Open Inference Protocol v2, /v1 JSON and MLflow /invocations.
+    """Serve models over HTTP (Open Inference Protocol v2, /v1 JSON and MLflow /invocations) and
+    the Open Inference Protocol over gRPC.
 
     Example: [bold]mlserve serve churn@production --port 8080[/bold]
     """
@@ -49,6 +56,8 @@ def serve(
     from mlserve.serving import (
         ServeOptions,
         build_app,
+        check_grpc_port,
+        check_http_port,
         serve_single,
         serve_workers,
         warn_if_exposed,
@@ -57,7 +66,7 @@ def serve(
     cli = context(ctx)
     if all_models and model_dir is not None:
         raise ConfigError("--all serves the registry; it cannot be combined with --model-dir")
-    settings = cli.settings(host=host, port=port, workers=workers)
+    settings = cli.settings(host=host, port=port, workers=workers, grpc_port=grpc_port)
     configure_logging(settings.log_level, settings.log_format)
     options = ServeOptions(
         host=settings.host,
@@ -70,16 +79,60 @@ def serve(
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if options.workers > 1:
-        overrides = {**cli.flags, "host": settings.host, "port": settings.port}
+        overrides = {
+            **cli.flags,
+            "host": settings.host,
+            "port": settings.port,
+            "grpc_port": settings.grpc_port,
+        }
         env = {f"MLSERVE_{k.upper()}": str(v) for k, v in overrides.items()}
         spec = {
             "refs": list(refs or []),
             "model_dir": str(model_dir) if model_dir else None,
             "all": all_models,
         }
-        # Fail fast on typos, in this process.
+        # Fail fast on typos and a taken port, in this process.
         build_app(settings, list(refs or []), model_dir, follow_all=all_models)
+        check_http_port(settings.host, settings.port)
+        if settings.grpc_port:
+            check_grpc_port(settings.host, settings.grpc_port)
+        _print_banner(settings, refs, model_dir, all_models=all_models)
         serve_workers(FACTORY, options, spec, env)
         return
     app = build_app(settings, list(refs or []), model_dir, follow_all=all_models)
+    check_http_port(settings.host, settings.port)
+    if settings.grpc_port:
+        check_grpc_port(settings.host, settings.grpc_port)
+    _print_banner(settings, refs, model_dir, all_models=all_models)
     serve_single(app, options)
+
+
+def _print_banner(
+    settings: Settings, refs: list[str] | None, model_dir: Path | None, *, all_models: bool
+) -> None:
+    """On a terminal, say what is served and where (the logs then say when it is ready)."""
+    if not err_console.is_terminal:
+        return
+    if model_dir is not None:
+        what = f"the version folders in {model_dir}"
+    elif all_models:
+        what = "every registered model (production, else the latest version)"
+    elif refs:
+        what = ", ".join(refs)
+    else:
+        what = "every model's production alias"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    http = f"http://{host}:{settings.port}"
+    lines = [
+        f"[bold]mlserve {__version__}[/bold] serving {what}",
+        f"  REST     {http}  (Open Inference Protocol /v2, /v1 JSON, MLflow /invocations)",
+        f"  gRPC     {host}:{settings.grpc_port}  (inference.GRPCInferenceService)"
+        if settings.grpc_port
+        else "  gRPC     off",
+        f"  docs     {http}/docs",
+        f"  metrics  {http}/metrics",
+        f"  ready    {http}/v2/health/ready  (a log line lists the versions once they are loaded)",
+        "  Ctrl-C drains in-flight requests and stops.",
+    ]
+    for line in lines:
+        err_console.print(line, highlight=False, soft_wrap=True)

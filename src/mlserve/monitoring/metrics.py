@@ -42,6 +42,7 @@ class ServingMetrics:
     shadow_rows: Counter
     shadow_abs_difference: Counter
     shadow_latency: Histogram
+    registry_up: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -209,6 +210,13 @@ class ServingMetrics:
                 ("model", "version", "arm"),
                 buckets=LATENCY_BUCKETS_S,
                 registry=registry,
+            ),
+            registry_up=Gauge(
+                "mlserve_registry_up",
+                "0 while the server cannot read its registry (loaded models keep serving), "
+                "else 1 (also for a server of a model folder, which has no registry).",
+                registry=registry,
+                multiprocess_mode="livemin",
             ),
         )
 

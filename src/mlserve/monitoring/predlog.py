@@ -4,7 +4,13 @@ The request path pays for one small object and a lock per request (never per row
 inputs into JSON and writing them (one database row per request) happens in the writer thread,
 in batches.
 Backpressure is counted in rows. When the queue is full, ``block`` makes requests wait for room
-(off the event loop, up to a deadline, then 503), ``drop`` drops and counts them.
+(off the event loop, up to a deadline, then 503), ``drop`` drops their records, counts them and
+says so in the log (predlog_drops.py). A database that is down only stops the writer: it retries
+the same batch with backoff (one line per attempt, and one when writes resume) while the queue
+fills behind it, so nothing queued is lost to an outage shorter than the queue. Past that bound
+records are dropped and counted even in ``block`` mode: blocking paces requests to a writer that
+is slow, but a writer that cannot write at all would stop serving, and loaded models must keep
+answering through a database outage.
 ``flush`` waits until what was queued so far is in the database; ``close`` writes everything
 queued and stops, so every acknowledged prediction is logged before the process exits.
 """
@@ -29,6 +35,7 @@ import pandas as pd
 
 from mlserve.errors import Overloaded
 from mlserve.monitoring.metrics import MonitoringMetrics
+from mlserve.monitoring.predlog_drops import DropReport
 from mlserve.monitoring.predlog_store import (
     ROWS_PER_INSERT,
     LoggedRequest,
@@ -90,6 +97,11 @@ class PendingPrediction:
     def rows(self) -> int:
         """Predicted rows."""
         return len(self.inputs)
+
+
+DOWN_AFTER_FAILURES = 2
+"""Consecutive failed writes after which the database counts as down (one failure may be a
+lock held a moment too long by another writer of the same SQLite file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +220,11 @@ class PredictionLogWriter:
         self._next_prune = 0.0
         self._everything = config.sample_rate >= 1.0
         self._depth = metrics.log_queue_depth
+        self._drops = DropReport(config.queue_rows)
         self._writing = 0
         """Rows taken from the queue and not yet written (part of the depth)."""
+        self._database_down = False
+        """True from a failed write until one succeeds: a full queue then drops, never blocks."""
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -227,18 +242,24 @@ class PredictionLogWriter:
             if self._closing:
                 self._lose(item, "closed")
                 return True
-            if self._rows + rows <= self._config.queue_rows or not self._items:
+            fits = self._rows + rows <= self._config.queue_rows or not self._items
+            if fits:
                 self._append(item, rows)
-                return True
-        if self._config.when_full == "drop":
+        if fits:
+            if self._drops.is_dropping:
+                self._drops.took_one()
+            return True
+        if self._config.when_full == "drop" or self._database_down:
             self._metrics.log_dropped.labels(item.model, item.version).inc(rows)
+            self._drops.dropped(rows)
             return True
         return False
 
     async def put(self, item: PendingPrediction) -> None:
         """Queue ``item``, waiting (without blocking the loop) for room in a full queue.
 
-        Raises Overloaded when no room came within ``block_timeout_s``.
+        Raises Overloaded when no room came within ``block_timeout_s``; drops and counts the
+        record instead while the database is down.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.block_timeout_s
@@ -250,6 +271,10 @@ class PredictionLogWriter:
                     return
                 if self._rows + item.rows <= self._config.queue_rows or not self._items:
                     self._append(item, item.rows)
+                    return
+                if self._database_down:  # the writer cannot make room: waiting stops serving
+                    self._metrics.log_dropped.labels(item.model, item.version).inc(item.rows)
+                    self._drops.dropped(item.rows)
                     return
                 self._space_waiters.append((loop, waiter))
             remaining = deadline - loop.time()
@@ -400,19 +425,31 @@ class PredictionLogWriter:
     def _write_with_retry(self, requests: list[LoggedRequest]) -> bool:
         """True once written; False when closing ran out of time (the rows are counted lost)."""
         delay = 0.1
+        failures = 0
         while True:
             try:
                 self._store.write_requests(requests)
+                self._database_down = False
+                if failures:
+                    log.info(
+                        "prediction log writes resumed",
+                        extra={"failed_writes": failures, "queued_rows": self.queued_rows},
+                    )
                 return True
             except Exception as exc:  # database down or locked: keep the requests and retry
                 if self._closing and time.monotonic() > self._close_deadline:
                     self._give_up(requests, exc)
                     return False
+                failures += 1
+                if failures == DOWN_AFTER_FAILURES:
+                    self._database_down = True
+                    self._wake_space_waiters()  # requests waiting for room drop records now
                 log.warning(
                     "prediction log write failed",
                     extra={
                         "error": _describe(exc),
                         "records": sum(r.rows for r in requests),
+                        "queued_rows": self.queued_rows,
                         "retry_in_s": delay,
                     },
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlserve.errors import ModelNotFound, RegistryUnavailable, VersionNotFound
@@ -27,6 +27,8 @@ READY = "ready"
 """Status of a version whose artifacts are complete; reads see only these."""
 ARCHIVED = "archived"
 """Status of a version taken out of use: kept with its artifacts, never resolved or served."""
+CONNECT_TIMEOUT_S = 10
+"""Longest a PostgreSQL connection attempt waits for the server (libpq's connect_timeout)."""
 
 
 class Database:
@@ -39,11 +41,25 @@ class Database:
             upgrade_database(self._engine)
         except OperationalError as exc:  # the first connection: the server is not there
             self._engine.dispose()
-            raise RegistryUnavailable(
-                f"the registry database {self._engine.url.render_as_string(hide_password=True)} "
-                f"cannot be reached: {_one_line(exc.orig or exc)}"
-            ) from exc
+            raise _unreachable(self.safe_url, exc) from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The database URL with its password hidden, for logs and messages."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def unavailable(self, error: BaseException) -> RegistryUnavailable | None:
+        """``error`` as the RegistryUnavailable it means when the database itself failed (a
+        connection refused, lost or cut by a server shutting down or starting up), naming the
+        database; None for any other error (a bug, a missing row)."""
+        if isinstance(error, RegistryUnavailable):
+            return error
+        if not isinstance(error, OperationalError | InterfaceError) and not (
+            isinstance(error, DBAPIError) and error.connection_invalidated
+        ):
+            return None
+        return _unreachable(self.safe_url, error)
 
     def close(self) -> None:
         """Release database connections."""
@@ -141,6 +157,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+def _unreachable(safe_url: str, error: DBAPIError) -> RegistryUnavailable:
+    return RegistryUnavailable(
+        f"the registry database {safe_url} cannot be reached: {_one_line(error.orig or error)}"
+    )
+
+
 def _is_transient(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
     return "locked" in text or "busy" in text or "deadlock" in text or "serialize" in text
@@ -163,4 +185,10 @@ def _make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
+    if url.startswith("postgresql"):
+        # Without a connect timeout, a database host that went silent (not one that refuses)
+        # holds every read for the kernel's TCP retries, minutes, instead of failing it.
+        return create_engine(
+            url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
     return create_engine(url, pool_pre_ping=True)

@@ -4,8 +4,8 @@
 (``X @ coef_.T + intercept_`` and a threshold) is ~4 µs: the rest is scikit-learn's input
 validation (namespace and dataframe-library checks, ``check_array``, feature-name checks),
 run again on every call. For classifiers that predict through ``LinearClassifierMixin``
-unchanged (LogisticRegression, RidgeClassifier, SGDClassifier, LinearSVC, Perceptron, ...)
-with a dense ``coef_``, this kernel does the same operations on the same array: the same
+unchanged (LogisticRegression, SGDClassifier, LinearSVC, Perceptron, ...; not RidgeClassifier,
+which overrides ``predict``) with a dense ``coef_``, this kernel does the same operations on the same array: the same
 matrix product, the same addition, the same threshold or argmax and ``take``, so its answers
 are bit-for-bit the estimator's. For LogisticRegression it also gives ``predict_proba`` the
 way scikit-learn computes it (the logistic function of the binary score stacked as

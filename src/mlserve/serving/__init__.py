@@ -1,15 +1,25 @@
-"""The inference server: Open Inference Protocol v2, a simple JSON API and MLflow scoring."""
+"""The inference server: Open Inference Protocol v2 (REST and gRPC), a simple JSON API and MLflow
+scoring."""
 
 from mlserve.serving.app import app_from_environment, build_app, create_app
+from mlserve.serving.grpc import check_grpc_port
 from mlserve.serving.models import discover_model_dir, resolve_refs
 from mlserve.serving.served import ModelSource
-from mlserve.serving.server import ServeOptions, serve_single, serve_workers, warn_if_exposed
+from mlserve.serving.server import (
+    ServeOptions,
+    check_http_port,
+    serve_single,
+    serve_workers,
+    warn_if_exposed,
+)
 
 __all__ = [
     "ModelSource",
     "ServeOptions",
     "app_from_environment",
     "build_app",
+    "check_grpc_port",
+    "check_http_port",
     "create_app",
     "discover_model_dir",
     "resolve_refs",

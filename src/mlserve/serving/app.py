@@ -36,14 +36,16 @@ from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, WriterConfig
 from mlserve.registry import RegistryStore
 from mlserve.serving import routes_drift, routes_feedback, routes_repository, routes_v1, routes_v2
+from mlserve.serving.access import AccessKeys
 from mlserve.serving.batching import BatchingConfig
 from mlserve.serving.cache import PredictionCache, ResponseCache
-from mlserve.serving.docs import DOC_MODELS
+from mlserve.serving.docs import DOC_MODELS, add_offline_docs, document_errors
 from mlserve.serving.drift_monitor import DriftMonitor, DriftSchedule
 from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json_error
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.fastpath import FastPathMiddleware, ServingApp, inference_routes
 from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
+from mlserve.serving.grpc import CallConfig, GrpcConfig, GrpcServer
 from mlserve.serving.inference import PredictionServices
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware, is_loopback
 from mlserve.serving.models import ModelManager, discover_model_dir, resolve_refs
@@ -152,6 +154,7 @@ def create_app(
         metrics=metrics,
         policy=settings.version_policy_for,
         follow_all=follow_all,
+        reload_interval_s=settings.reload_interval_s,
     )
     state = ServerState(
         models=manager,
@@ -183,9 +186,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(
-            _load_then_follow(manager, settings.reload_interval_s), name="load-models"
-        )
+        loading = asyncio.create_task(manager.follow(), name="load-models")
         hangup = _on_sighup(lambda: asyncio.create_task(manager.sync(), name="reload-now"))
         scoring = _start_monitoring(state)
         drifting = _start_drift_checks(state)
@@ -209,7 +210,12 @@ def create_app(
         title="mlserve",
         version=__version__,
         description="Open Inference Protocol v2, a simple JSON API and MLflow-compatible scoring.",
-        lifespan=_switch_interval(lifespan, settings.switch_interval_ms / 1000),
+        docs_url=None,  # add_offline_docs serves Swagger UI without a CDN
+        redoc_url=None,
+        lifespan=_switch_interval(
+            _serving_grpc(lifespan, _grpc_server(settings, state, metrics), state),
+            settings.switch_interval_ms / 1000,
+        ),
     )
     app.state.mlserve = state
     app.include_router(routes_v2.router)
@@ -217,16 +223,14 @@ def create_app(
     app.include_router(routes_repository.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_drift.router)
-    app.add_exception_handler(MlserveError, handle_mlserve_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+    _add_error_handlers(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(_request: Request) -> Response:
         return Response(_exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    add_offline_docs(app)
     middleware_config = MiddlewareConfig(
         api_keys=settings.api_keys,
         protect_health=settings.protect_health,
@@ -306,6 +310,28 @@ def _version_options(
     return options_of
 
 
+def _grpc_server(
+    settings: Settings, state: ServerState, metrics: ServingMetrics
+) -> GrpcServer | None:
+    """The gRPC server (not started), or None when grpc_port is 0."""
+    if not settings.grpc_port:
+        return None
+    config = GrpcConfig(
+        host=settings.host,
+        port=settings.grpc_port,
+        max_message_bytes=settings.max_request_bytes,
+        drain_timeout_s=settings.drain_timeout_s,
+        # Worker processes are told by MULTIPROC_ENV (their settings say workers=1).
+        shares_port=bool(os.environ.get(MULTIPROC_ENV)),
+        calls=CallConfig(
+            keys=AccessKeys(settings.api_keys, settings.admin_api_keys, is_loopback(settings.host)),
+            protect_health=settings.protect_health,
+            access_log=settings.access_log,
+        ),
+    )
+    return GrpcServer(config, state, metrics)
+
+
 def _redis_link(settings: Settings) -> RedisLink | None:
     """The connections of the shared (Redis) cache when redis_url is set (no I/O until a model
     cached there gets a request)."""
@@ -335,17 +361,6 @@ def _last_step(store: RegistryStore | None) -> None:
     if store is not None:
         store.close()
     flush_logs()
-
-
-async def _load_then_follow(manager: ModelManager, interval_s: float) -> None:
-    """Load every configured model, then follow the registry every ``interval_s`` (0: only
-    on SIGHUP), until cancelled at shutdown."""
-    await manager.load_all()
-    if interval_s <= 0:
-        return
-    while True:
-        await asyncio.sleep(interval_s)
-        await manager.sync()
 
 
 def _on_sighup(reload_now: Callable[[], object]) -> Callable[[], None]:
@@ -389,6 +404,31 @@ def _start_monitoring(state: ServerState) -> asyncio.Task[None] | None:
     if state.online is None:
         return None
     return asyncio.create_task(state.online.run(ONLINE_REFRESH_S), name="online-scores")
+
+
+def _serving_grpc(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    server: GrpcServer | None,
+    state: ServerState,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """``lifespan`` with the gRPC server listening inside it (when there is one): it starts
+    once the app has started (a port in use fails the start), and at shutdown turns readiness
+    false and lets its calls in flight finish before the app's own shutdown stops anything
+    they use."""
+    if server is None:
+        return lifespan
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            await server.start()
+            try:
+                yield
+            finally:
+                state.draining = True
+                await server.stop()
+
+    return wrapped
 
 
 def _switch_interval(
@@ -448,11 +488,19 @@ def _exposition(registry: CollectorRegistry) -> bytes:
 
 async def _http_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
-    return json_error(error.status_code, str(error.detail))
+    return json_error(error.status_code, str(error.detail), dict(error.headers or {}))  # Allow
 
 
 async def _validation_error(_request: Request, error: Exception) -> Response:
     return json_error(400, f"invalid request: {error}")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON with the right status: ours, Starlette's, FastAPI's, then the rest."""
+    app.add_exception_handler(MlserveError, handle_mlserve_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, handle_unexpected)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -467,5 +515,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    document_errors(schema)
     app.openapi_schema = schema
     return schema

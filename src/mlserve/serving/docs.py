@@ -1,4 +1,5 @@
-"""Pydantic models that only document the JSON APIs in /openapi.json.
+"""The API's documentation: Swagger UI at /docs, and pydantic models that only document the
+JSON APIs in /openapi.json.
 
 Hot paths never validate through them: handlers read raw bytes and return Response objects,
 which FastAPI passes through untouched.
@@ -6,9 +7,18 @@ which FastAPI passes through untouched.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
+import swagger_ui
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from pydantic import BaseModel, Field
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+DOCS_ASSETS = "/docs/assets"
+"""Where Swagger UI's own files are served from (the swagger-ui-py package ships them)."""
 
 
 class TensorDoc(BaseModel):
@@ -164,3 +174,71 @@ DOC_MODELS: list[type[BaseModel]] = [
     FeedbackRequestDoc,
 ]
 """Request models documented through openapi_extra; their schemas join the components."""
+
+
+class ErrorDoc(BaseModel):
+    """Every error answer: what went wrong, in one line (MLflow's scoring path adds its
+    ``error_code`` and ``message``)."""
+
+    error: str = Field(examples=["model 'churn' is not served"])
+    error_code: str | None = Field(default=None, examples=["BAD_REQUEST"])
+    message: str | None = None
+
+
+ERRORS: dict[str, str] = {
+    "400": "The request is malformed, or a row cannot be scored (the error names it).",
+    "401": "An API key is configured and the request carries none.",
+    "403": "The API key is wrong, or cannot do this (the repository API takes the admin key).",
+    "404": "No such model or version is served (the error says how to serve it).",
+    "413": "The body is larger than max_request_bytes.",
+    "503": "Not ready, shutting down, or overloaded (see Retry-After).",
+    "504": "The request ran past request_timeout_s.",
+}
+"""What each error status means, for the OpenAPI document."""
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Describe in ``schema`` the errors each operation really answers, all with ErrorDoc bodies,
+    in place of FastAPI's 422 (the server answers a malformed request 400, never 422)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorDoc"] = ErrorDoc.model_json_schema()
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDoc"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status in _errors_of(path, method):
+                responses[status] = {"description": ERRORS[status], "content": body}
+
+
+def _errors_of(path: str, method: str) -> list[str]:
+    """The error statuses of one operation."""
+    statuses = ["401", "403"]  # any operation, once API keys are set
+    if "{model_name}" in path or path == "/invocations":
+        statuses.append("404")
+    if method == "post" or path.endswith(("/drift", "/monitoring")):
+        statuses.append("400")
+    if method == "post":
+        statuses += ["413", "503", "504"]
+    elif path.endswith(("/ready", "/drift", "/monitoring")):
+        statuses.append("503")
+    return sorted(set(statuses))
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, served with its scripts and styles from this server: the page works
+    with no internet access (FastAPI's default loads them from a CDN)."""
+    assets = files(swagger_ui) / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )

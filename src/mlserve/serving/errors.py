@@ -18,6 +18,7 @@ from mlserve.errors import (
     Overloaded,
     PayloadTooLarge,
     RateLimited,
+    RegistryUnavailable,
     Unauthorized,
 )
 
@@ -32,6 +33,7 @@ STATUS_CODES: dict[type[Exception], int] = {
     RateLimited: 429,
     NotReady: 503,
     Overloaded: 503,
+    RegistryUnavailable: 503,
     DeadlineExceeded: 504,
 }
 """Searched along the error's MRO; anything else is a 500."""
@@ -73,7 +75,7 @@ def error_response(error: BaseException, path: str = "") -> Response:
         message = str(error)
     if isinstance(error, Overloaded):
         headers["retry-after"] = str(max(1, round(error.retry_after_s)))
-    elif isinstance(error, NotReady):
+    elif isinstance(error, NotReady | RegistryUnavailable):
         headers["retry-after"] = "1"
     if isinstance(error, Unauthorized):
         headers["www-authenticate"] = "Bearer"

@@ -1,4 +1,5 @@
-"""Where model code runs: a thread pool, never the event loop."""
+"""The thread pool model code runs in, off the event loop: every call but those the batcher
+measured as fast (under ``inline_predict_max_ms``), which run inline (`PredictTiming`)."""
 
 from __future__ import annotations
 

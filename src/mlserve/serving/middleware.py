@@ -5,7 +5,6 @@ Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's hot path.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 import time
@@ -15,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlserve.errors import Forbidden, PayloadTooLarge, Unauthorized
+from mlserve.errors import PayloadTooLarge
 from mlserve.logging import model_var, new_request_id, request_id_var, version_var
 from mlserve.monitoring.metrics import ServingMetrics
+from mlserve.serving.access import AccessKeys
+from mlserve.serving.docs import DOCS_ASSETS
 from mlserve.serving.errors import error_response
+from mlserve.serving.request_metrics import RequestMetrics
 
 if TYPE_CHECKING:
     from mlserve.serving.rollout import Routed
@@ -30,7 +32,7 @@ INFO_KEY = "mlserve.info"
 
 OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"})
 """Paths that need no key unless health is protected."""
-ALWAYS_OPEN = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+ALWAYS_OPEN = frozenset({"/docs", "/openapi.json"})
 ADMIN_PREFIX = "/v2/repository"
 """Paths that change what is served: they take the admin key, never an inference key."""
 
@@ -81,11 +83,9 @@ class ObservabilityMiddleware:
         self.app = app
         self.config = config
         self.metrics = metrics
-        self._keys = [k.encode() for k in config.api_keys]
-        self._admin_keys = [k.encode() for k in config.admin_keys]
-        # Metric children by label values: .labels() takes a lock and builds a key each call.
-        self._children: dict[tuple[str, ...], _Children] = {}
-        self._in_flight = {p: metrics.in_flight.labels(p) for p in ("v2", "v1", "mlflow", "other")}
+        self._access = AccessKeys(config.api_keys, config.admin_keys, config.admin_without_key)
+        self._requests = RequestMetrics(metrics)
+        self._in_flight = self._requests.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request."""
@@ -133,46 +133,20 @@ class ObservabilityMiddleware:
         if length is not None and length.isdigit() and int(length) > self.config.max_request_bytes:
             return PayloadTooLarge(self.config.max_request_bytes)
         if path.startswith(ADMIN_PREFIX):
-            return self._reject_admin(headers)
-        if not self._keys or path in ALWAYS_OPEN:
+            return self._access.refuse_admin(headers)
+        if (
+            path in ALWAYS_OPEN
+            or path.startswith(DOCS_ASSETS)
+            or (path in OPEN_PATHS and not self.config.protect_health)
+        ):
             return None
-        if path in OPEN_PATHS and not self.config.protect_health:
-            return None
-        presented = _presented_key(headers)
-        if not presented:
-            return Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        return None if _matches(presented, self._keys) else Forbidden("the API key is not valid")
-
-    def _reject_admin(self, headers: dict[str, str]) -> Exception | None:
-        """The repository API changes what is served: the admin key only (an inference key is
-        refused), or nothing at all on a loopback-only server without an admin key."""
-        if not self._admin_keys:
-            if self.config.admin_without_key:
-                return None
-            return Forbidden(
-                "the model repository API is off: set MLSERVE_ADMIN_API_KEY to use it "
-                "(it is open without one only on a server listening on loopback)"
-            )
-        presented = _presented_key(headers)
-        if not presented:
-            return Unauthorized("the admin API key is required: send 'Authorization: Bearer <key>'")
-        if _matches(presented, self._admin_keys):
-            return None
-        return Forbidden("this key may not change what is served: that takes the admin API key")
+        return self._access.refuse_inference(headers)
 
     def _observe(
         self, info: RequestInfo, status: int, elapsed: float, scope: Scope, path: str
     ) -> None:
         if info.protocol != "other" or path == "/metrics":
-            key = (info.model, info.version, info.protocol, str(status))
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = _Children.of(self.metrics, key)
-            children.requests.inc()
-            if children.errors is not None:
-                children.errors.inc()
-            if info.model:
-                children.latency.observe(elapsed)
+            self._requests.observe(info.model, info.version, info.protocol, status, elapsed)
         if self.config.access_log:
             log.info(
                 "request",
@@ -188,24 +162,6 @@ class ObservabilityMiddleware:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class _Children:
-    """The labelled instruments one (model, version, protocol, status) updates."""
-
-    requests: Any
-    errors: Any | None
-    latency: Any
-
-    @classmethod
-    def of(cls, metrics: ServingMetrics, key: tuple[str, ...]) -> _Children:
-        model, version, protocol, status = key
-        return cls(
-            requests=metrics.requests.labels(*key),
-            errors=metrics.errors.labels(*key) if int(status) >= 400 else None,
-            latency=metrics.latency.labels(model, version, protocol),
-        )
-
-
 def _headers(scope: Scope) -> dict[str, str]:
     """Request headers as a dict (last value wins), names lower-case."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -219,24 +175,6 @@ def request_info(scope: MutableMapping[str, Any]) -> RequestInfo:
         scope[INFO_KEY] = info
     assert isinstance(info, RequestInfo)
     return info
-
-
-def _presented_key(headers: dict[str, str]) -> str | None:
-    """The key a request presents, in X-API-Key or as a bearer token."""
-    presented = headers.get("x-api-key")
-    authorization = headers.get("authorization", "")
-    if presented is None and authorization[:7].lower() == "bearer ":
-        presented = authorization[7:].strip()
-    return presented or None
-
-
-def _matches(presented: str, keys: list[bytes]) -> bool:
-    """Compare with every key, always, so timing says nothing about which one nearly matched."""
-    candidate = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key)
-    return matched
 
 
 def is_loopback(host: str) -> bool:

@@ -33,6 +33,7 @@ from mlserve.errors import (
 )
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.registry import ModelInfo, RegistryStore, Rollout
+from mlserve.serving.registry_health import RegistryHealth
 from mlserve.serving.rollout import (
     VERSION_HEADER,
     Route,
@@ -99,16 +100,24 @@ class ModelManager:
         metrics: ServingMetrics,
         policy: Callable[[str], VersionPolicy] = lambda _name: VersionPolicy(),
         follow_all: bool = False,
+        reload_interval_s: float = 0.0,
     ) -> None:
         """``refs`` are followed in the registry (a version number pins; an alias or a bare
         name follows); ``sources`` are fixed versions (a model folder, no registry).
         ``policy`` says which more versions of a model are served (default: every aliased
-        one); with ``follow_all``, models registered later are served too (as bare names)."""
+        one); with ``follow_all``, models registered later are served too (as bare names).
+        ``follow`` reads the registry every ``reload_interval_s`` (0: only on SIGHUP), backing
+        off while it cannot be reached (see registry_health.py)."""
         self._refs = list(refs)
         self._policy = policy
         self._follow_all = follow_all
         self._fixed = list(sources or [])
         self._store = store
+        self._health = RegistryHealth(
+            store.safe_url if store is not None else "",
+            metrics.registry_up,
+            reload_interval_s,
+        )
         self._loader = loader
         self._metrics = metrics
         self._served: dict[str, dict[str, ServedVersion]] = {}
@@ -337,6 +346,10 @@ class ModelManager:
             return missing
         except MlserveError:
             return ModelNotFound(name)
+        except Exception as exc:  # the registry is down: a 404 still, not a 500
+            if self._store.unavailable(exc) is None:
+                raise
+            return ModelNotFound(name)
         label = f"{name}:{version}" if version else name
         load = f'{{"parameters": {{"version": "{version}"}}}}' if version else "{}"
         ways = [f"load it (POST /v2/repository/models/{name}/load {load})"]
@@ -373,13 +386,25 @@ class ModelManager:
             name in self._served and self._default.get(name) for name in self._configured
         )
         self._first_load_done = True
-        log.info("first load done", extra={"ready": self._ready, "models": self._configured})
+        served = [f"{s.name}:{s.version}" for s in self.statuses() if s.is_ready]
+        log.info("first load done", extra={"ready": self._ready, "serving": served})
         gc.collect()
         gc.freeze()
 
+    async def follow(self) -> None:
+        """Load every configured model, then follow the registry every reload interval (0:
+        only on SIGHUP), waiting longer while it cannot be reached, until cancelled."""
+        await self.load_all()
+        if self._health.next_read_in_s() <= 0:
+            return
+        while True:
+            await asyncio.sleep(self._health.next_read_in_s())
+            await self.sync()
+
     async def sync(self, *, initial: bool = False) -> None:
         """Follow the registry: load what the followed references point at now, switch names to
-        it, retire what nothing points at any more. Never raises; one sync at a time."""
+        it, retire what nothing points at any more. Never raises (a registry that cannot be
+        read is reported, and what is loaded keeps serving); one sync at a time."""
         if self._store is None or not (self._refs or self._follow_all):
             return
         if self._sync_lock is None:
@@ -388,9 +413,10 @@ class ModelManager:
             await self._guard()
             try:
                 wanted = await asyncio.to_thread(self._resolve_all)
-            except Exception:  # a registry that is down: keep serving what we have
-                log.warning("registry unreachable; serving what is loaded", exc_info=True)
+            except Exception as exc:  # a registry that is down: keep serving what we have
+                self._health.failed(self._store.unavailable(exc) or exc)
                 return
+            self._health.succeeded()
             followed = {ref.name for ref in self._refs}
             for name in wanted:
                 if name not in followed:  # registered since the last look (follow_all)

@@ -177,7 +177,7 @@ def _decode_input(raw: Any, index: int, binary: memoryview, booleans: bool) -> t
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {size} exceeds the {len(binary)} bytes sent"
             )
-        data = _from_binary(name, datatype, dtype, binary[:size], count)  # type: ignore[arg-type]  # datatype checked above
+        data = from_binary(name, datatype, dtype, binary[:size], count)  # type: ignore[arg-type]  # datatype checked above
         used = size
     else:
         if "data" not in raw:
@@ -202,9 +202,12 @@ def _holds_booleans(data: Any) -> bool:
     return False
 
 
-def _from_binary(
+def from_binary(
     name: str, datatype: str, dtype: np.dtype[Any], raw: memoryview, count: int
 ) -> np.ndarray:
+    """The ``count`` elements of input ``name`` from raw little-endian bytes (BYTES elements
+    each after its 4-byte length), flat; raises InvalidInput when the bytes do not hold them.
+    Numbers are a view of ``raw``, not a copy."""
     if datatype == "BYTES":
         items, offset = [], 0
         while offset < len(raw):
@@ -340,7 +343,7 @@ def encode_response(
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if as_binary:
-            chunk = _to_binary(array, datatype)
+            chunk = to_binary(array, datatype)
             entry["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
         else:
@@ -371,7 +374,8 @@ def _to_json_list(array: np.ndarray, datatype: str) -> Any:
     return flat  # orjson serializes numpy arrays natively
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor as raw little-endian bytes (BYTES elements each after its 4-byte length)."""
     if datatype != "BYTES":
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     parts = []

@@ -8,27 +8,20 @@ elsewhere. Loading or unloading never changes the server's readiness.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from mlserve.errors import InvalidInput
+from mlserve.serving import repository
 from mlserve.serving.body import read_body
-from mlserve.serving.models import VersionStatus
 from mlserve.serving.protocol import parse_json
 from mlserve.serving.routes_v2 import json_response
 from mlserve.serving.state import server_state
 
 router = APIRouter(tags=["Model repository (admin)"])
-
-STATES = {
-    "ready": "READY",
-    "loading": "LOADING",
-    "failed": "UNAVAILABLE",
-    "unloaded": "UNAVAILABLE",
-}
-"""Our version states in the protocol's words."""
 
 
 @router.post("/v2/repository/index", summary="List model versions")
@@ -39,12 +32,7 @@ async def index(request: Request) -> Response:
     state = server_state(request)
     body = await read_body(request, state.max_request_bytes)
     ready_only = bool(_object(body).get("ready", False))
-    rows = [
-        _row(status)
-        for status in state.models.statuses(unloaded=True)
-        if status.is_ready or not ready_only
-    ]
-    return json_response(rows)
+    return _rows(repository.index(state.models, ready_only=ready_only))
 
 
 @router.post("/v2/repository/models/{model_name}/load", summary="Load a model")
@@ -54,12 +42,7 @@ async def load(request: Request, model_name: str) -> Response:
     fails to load is answered 400 with the reason; what was served goes on serving."""
     state = server_state(request)
     version = _version(await read_body(request, state.max_request_bytes))
-    statuses = await state.models.load_model(model_name, version)
-    failed = [s for s in statuses if not s.is_ready]
-    if failed:
-        reasons = "; ".join(f"version {s.version}: {s.reason}" for s in failed)
-        raise InvalidInput(f"failed to load model {model_name!r}: {reasons}")
-    return json_response([_row(s) for s in statuses])
+    return _rows(await repository.load(state.models, model_name, version))
 
 
 @router.post("/v2/repository/models/{model_name}/unload", summary="Unload a model")
@@ -69,18 +52,11 @@ async def unload(request: Request, model_name: str) -> Response:
     until it is loaded again."""
     state = server_state(request)
     version = _version(await read_body(request, state.max_request_bytes))
-    statuses = await state.models.unload(model_name, version)
-    return json_response([_row(s) for s in statuses])
+    return _rows(await repository.unload(state.models, model_name, version))
 
 
-def _row(status: VersionStatus) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "name": status.name,
-        "version": status.version,
-        "state": STATES[status.state],
-    }
-    row["reason"] = status.reason or ("unloaded" if status.state == "unloaded" else "")
-    return row
+def _rows(rows: list[repository.IndexRow]) -> Response:
+    return json_response([dataclasses.asdict(row) for row in rows])
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -96,9 +72,4 @@ def _version(body: bytes) -> str | None:
     parameters = _object(body).get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be an object")
-    version = parameters.get("version")
-    if version is None:
-        return None
-    if isinstance(version, bool) or not str(version).isdigit():
-        raise InvalidInput(f"parameters.version must be a version number, got {version!r}")
-    return str(version)
+    return repository.checked_version(parameters.get("version"))

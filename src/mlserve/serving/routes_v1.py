@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from mlserve import __version__
 from mlserve.errors import InvalidInput
@@ -136,10 +136,15 @@ async def ping(request: Request) -> Response:
     return json_response({"status": "ready" if ready else "not ready"}, 200 if ready else 503)
 
 
-@router.get("/version", tags=["MLflow scoring API"], summary="Server version")
+@router.get(
+    "/version",
+    tags=["MLflow scoring API"],
+    summary="Server version",
+    response_class=PlainTextResponse,
+)
 async def server_version() -> Response:
     """The server's version as plain text, as `mlflow models serve` answers with MLflow's."""
-    return Response(__version__, media_type="text/plain")
+    return PlainTextResponse(__version__)
 
 
 @router.get("/health", tags=["MLflow scoring API"], summary="MLflow-style health")
@@ -216,8 +221,10 @@ def _mlflow_rows(model: ServedVersion, payload: Any, booleans: bool) -> CheckedR
     """Rows from one of MLflow's four JSON input formats."""
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object")
-    keys = [
-        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    keys = [  # a null value is a key left out (JSON writers send absent fields as null)
+        k
+        for k in ("dataframe_split", "dataframe_records", "instances", "inputs")
+        if payload.get(k) is not None
     ]
     if len(keys) != 1:
         raise InvalidInput(

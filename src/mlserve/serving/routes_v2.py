@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from mlserve import __version__
 from mlserve.errors import InvalidInput, NotReady
+from mlserve.serving import oip
 from mlserve.serving.body import read_body
 from mlserve.serving.cache import Answer, respond
 from mlserve.serving.docs import InferResponseDoc, ModelMetadataDoc
-from mlserve.serving.inference import PREDICT, PREDICT_PROBA
-from mlserve.serving.protocol import HEADER_LENGTH, datatype_of, decode_request, encode_response
+from mlserve.serving.protocol import HEADER_LENGTH, decode_request, encode_response
 from mlserve.serving.served import ServedVersion
 from mlserve.serving.state import answer_with, server_state, serving_model, version_of
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
-
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -36,7 +32,9 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 @router.get("/v2", summary="Server metadata")
 async def server_metadata() -> Response:
     """Name, version and protocol extensions of this server."""
-    return json_response({"name": "mlserve", "version": __version__, "extensions": EXTENSIONS})
+    return json_response(
+        {"name": oip.SERVER_NAME, "version": oip.SERVER_VERSION, "extensions": oip.EXTENSIONS}
+    )
 
 
 @router.get("/v2/health/live", summary="Liveness")
@@ -51,8 +49,7 @@ async def ready(request: Request) -> Response:
     state = server_state(request)
     if state.is_ready:
         return json_response({"ready": True})
-    pending = [f"{s.name}:{s.version} {s.state}" for s in state.models.statuses() if not s.is_ready]
-    reason = "shutting down" if state.draining else "; ".join(pending) or "no models"
+    reason = oip.not_ready_reason(state.draining, state.models)
     return json_response({"ready": False, "error": f"not ready: {reason}"}, 503)
 
 
@@ -138,103 +135,33 @@ async def _infer(
     served: ServedVersion, body: bytes, header_length: str | None, route: str
 ) -> Answer:
     decoded = decode_request(body, int(header_length) if header_length else None)
-    outputs = served.check_outputs([o.name for o in decoded.outputs])
-    checked = served.schema.from_tensors(decoded.inputs)
-    prediction = await served.predict(checked, outputs, route=route)
-    results = prediction.outputs
+    inferred = await oip.infer(served, decoded, route)
     binary_default = decoded.binary_output
     flags = {o.name: o.binary for o in decoded.outputs}
-    named = [(name, _tensor(results[name])) for name in outputs]
     binary = [
-        flags.get(name) if flags.get(name) is not None else binary_default for name in outputs
+        flags.get(name) if flags.get(name) is not None else binary_default
+        for name, _ in inferred.outputs
     ]
     encoded = encode_response(
         served.name,
         served.version,
-        named,
+        inferred.outputs,
         [bool(b) for b in binary],
         request_id=decoded.id,
     )
     response = Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
-    return response, prediction.logged
-
-
-def _tensor(values: np.ndarray) -> np.ndarray:
-    """Predictions as a tensor the protocol can carry (labels of objects become strings)."""
-    if values.dtype.kind == "O":
-        return np.asarray([str(v) for v in values], dtype=object)
-    if values.dtype.kind == "U":
-        return values.astype(object)
-    return values
+    return response, inferred.logged
 
 
 async def _ready(request: Request, name: str, version: str | None) -> Response:
     status, _served = await version_of(request, name, version)
     if status.is_ready:
         return json_response({"name": status.name, "version": status.version, "ready": True})
-    error = NotReady(
-        f"model {name!r} is {status.state}" + (f": {status.reason}" if status.reason else "")
-    )
+    error = NotReady(oip.model_not_ready(status))
     body = {"name": status.name, "version": status.version, "ready": False, "error": str(error)}
     return json_response(body, 503)
 
 
 async def _metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
-    state = server_state(request)
     status, served = await version_of(request, name, version)
-    meta: dict[str, Any] = {
-        "name": status.name,
-        "versions": state.models.versions(name),
-        "platform": status.framework or "unknown",
-        "inputs": [],
-        "outputs": [],
-        "parameters": {"state": status.state, "version": status.version},
-    }
-    if status.reason:
-        meta["parameters"]["reason"] = status.reason
-    if served is None:
-        return meta
-    signature = served.runtime.signature
-    features = [
-        {
-            "name": f.name,
-            "datatype": "BYTES" if f.kind == "categorical" else "FP64",
-            "shape": [-1],
-            "parameters": {
-                "kind": f.kind,
-                "missing_accepted": served.schema.checker.takes_missing(f.name),
-                **({"categories": list(f.categories)} if f.categories else {}),
-            },
-        }
-        for f in signature.inputs
-    ]
-    if served.schema.all_numeric:
-        meta["inputs"] = [
-            {"name": served.schema.input_name, "datatype": "FP64", "shape": [-1, len(features)]}
-        ]
-        meta["parameters"]["input_layout"] = (
-            "one 2-D tensor [rows, features], or one 1-D tensor per feature"
-        )
-    else:
-        meta["inputs"] = features
-        meta["parameters"]["input_layout"] = (
-            "one 1-D tensor per feature (BYTES for categorical ones)"
-        )
-    meta["parameters"]["features"] = features
-    meta["parameters"]["task"] = signature.task
-    outputs = [{"name": PREDICT, "datatype": _predict_datatype(served), "shape": [-1]}]
-    if PREDICT_PROBA in served.outputs:
-        outputs.append(
-            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(served.class_labels)]}
-        )
-        meta["parameters"]["classes"] = served.class_labels
-    meta["outputs"] = outputs
-    return meta
-
-
-def _predict_datatype(served: ServedVersion) -> str:
-    """What ``predict`` returns: class labels' type for classifiers, FP64 for regressors."""
-    classes = served.runtime.classes
-    if not classes:
-        return "FP64"
-    return datatype_of(np.asarray(_tensor(np.asarray(classes))))
+    return oip.model_metadata(server_state(request).models, status, served)

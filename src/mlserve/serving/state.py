@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,10 +15,12 @@ from mlserve.monitoring.predlog import PredictionLogWriter
 from mlserve.serving.admission import declared_length
 from mlserve.serving.drift_monitor import DriftMonitor
 from mlserve.serving.feedback import OnlineScores
-from mlserve.serving.middleware import request_info
+from mlserve.serving.middleware import RequestInfo, request_info
 from mlserve.serving.models import ModelManager, VersionStatus
 from mlserve.serving.rollout import VERSION_HEADER
 from mlserve.serving.served import ServedVersion
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -51,26 +54,49 @@ def server_state(request: Request) -> ServerState:
 
 async def serving_model(request: Request, name: str, version: str | None = None) -> ServedVersion:
     """The ready version for a request, recorded for metrics and the X-Model-Version header,
-    once it is admitted: every inference endpoint calls this before reading the body.
+    once it is admitted: every inference endpoint calls this before reading the body (see
+    `admit`)."""
+    return await admit(
+        server_state(request),
+        request_info(request.scope),
+        Wanted(name, version, request.headers),
+        declared_length(request.headers.get("content-length")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a request names: a model, maybe a version, and the headers (HTTP) or call metadata
+    (gRPC) that choose one (X-Model-Version, a rollout's sticky header), lower-case names."""
+
+    name: str
+    version: str | None
+    headers: Mapping[str, str]
+
+
+async def admit(
+    state: ServerState, info: RequestInfo, wanted: Wanted, body_bytes: int | None
+) -> ServedVersion:
+    """The ready version for a request of every protocol, recorded in ``info`` (metrics,
+    prediction log, rollouts), once the version's queue has room for ``body_bytes``.
 
     Raises NotFound saying whether the registry has what the request names (and how to serve
     it), NotReady while it loads or the server drains, Overloaded when the version's queue has
-    no room for the request (decided from its Content-Length, the body left unread).
+    no room for the request (decided from its size, before it is decoded).
     """
-    state = server_state(request)
-    info = request_info(request.scope)
+    name = wanted.name
     if state.models.knows(name):  # unknown names stay out of metric labels: no cardinality bombs
         info.model = name
     if state.draining:
         raise NotReady("the server is shutting down")
     try:
-        served, info.route, info.routed = state.models.route(name, version, request.headers)
+        served, info.route, info.routed = state.models.route(name, wanted.version, wanted.headers)
     except NotFound:
         raise await state.models.explain_missing(
-            name, version or request.headers.get(VERSION_HEADER)
+            name, wanted.version or wanted.headers.get(VERSION_HEADER)
         ) from None
     info.version = served.version
-    served.admit(declared_length(request.headers.get("content-length")))
+    served.admit(body_bytes)
     return served
 
 
@@ -79,7 +105,13 @@ async def version_of(
 ) -> tuple[VersionStatus, ServedVersion | None]:
     """A version's status, and the version itself when it is ready (for metadata and
     readiness); raises NotFound saying whether the registry has it."""
-    models = server_state(request).models
+    return await status_of(server_state(request).models, name, version)
+
+
+async def status_of(
+    models: ModelManager, name: str, version: str | None
+) -> tuple[VersionStatus, ServedVersion | None]:
+    """``version_of`` for every protocol."""
     try:
         status = models.lookup(name, version)
     except NotFound:
@@ -93,11 +125,17 @@ async def answer_with(
     served: ServedVersion,
     run: Callable[[ServedVersion, str], Awaitable[Response]],
 ) -> Response:
+    """``run(served, route)``, falling back to production (see `answer_routed`)."""
+    return await answer_routed(request_info(request.scope), served, run)
+
+
+async def answer_routed(
+    info: RequestInfo, served: ServedVersion, run: Callable[[ServedVersion, str], Awaitable[T]]
+) -> T:
     """``run(served, route)``; when a rollout sent the request to its candidate and the
     candidate fails, ``run`` again with production, so a client never sees the candidate's
     failure (the rollout counts it). A request production fails too was the client's mistake:
     its error is production's."""
-    info = request_info(request.scope)
     routed = info.routed
     if routed is None or routed.production is None:
         return await run(served, info.route)

@@ -4,6 +4,8 @@ the real command in subprocesses."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -12,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_harness import Call, Result, assert_ok, assert_one_line_error, open_registry, run_cli_all
+from cli_harness import (
+    Call,
+    Result,
+    assert_ok,
+    assert_one_line_error,
+    cli_env,
+    open_registry,
+    run_cli_all,
+)
 from drift_customers import customers
 
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionRecord
@@ -180,3 +190,24 @@ def test_mistakes_are_one_line_errors(results: dict[str, Result]) -> None:
     assert_one_line_error(results["bad_window"], 4, "invalid duration '1x'")
     assert_one_line_error(results["empty"], 3, "no predictions of churn:1", "last 30s")
     assert_one_line_error(results["no_log"], 3, "no prediction log at", "none.db")
+
+
+def test_the_html_report_without_matplotlib_names_the_extra(drift_project: DriftProject) -> None:
+    """matplotlib is the `reports` extra: without it --html is one line saying what to install,
+    before any work is done."""
+    without = (
+        "import sys; sys.modules['matplotlib'] = None; "  # what an install without it finds
+        "from mlserve.cli.main import run; "
+        "sys.exit(run(['drift', 'churn', '--html', 'never.html']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without],
+        cwd=drift_project.folder,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert_one_line_error(result, 6, "matplotlib", "pip install 'mlserve[reports]'")
+    assert not (drift_project.folder / "never.html").exists()

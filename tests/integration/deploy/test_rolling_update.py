@@ -77,9 +77,10 @@ class Cluster:
         home = self.work / f"home-{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
         # The ConfigMap as it is, but each replica needs its own port and home on one machine,
-        # and loopback instead of every interface.
+        # and loopback instead of every interface (gRPC off: replicas would share 8081).
         env |= self.config | {
             "MLSERVE_PORT": str(port),
+            "MLSERVE_GRPC_PORT": "0",
             "MLSERVE_HOME": str(home),
             "MLSERVE_HOST": "127.0.0.1",
         }

@@ -207,13 +207,15 @@ def launch(
     headers: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
 ) -> LiveServer:
-    """Start `mlserve serve ARGS --port FREE` in ``cwd`` without waiting for it."""
+    """Start `mlserve serve ARGS --port FREE` in ``cwd`` without waiting for it (gRPC off
+    unless ARGS give a ``--grpc-port``: servers side by side would all want 8081)."""
     port = free_port()
     log_dir = log_dir or cwd
     stderr_path = log_dir / f"server-{port}.stderr"
+    grpc = [] if "--grpc-port" in args else ["--grpc-port", "0"]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [MLSERVE, "serve", *args, "--port", str(port)],
+            [MLSERVE, "serve", *args, *grpc, "--port", str(port)],
             cwd=cwd,
             env=server_environment(env),
             stdin=subprocess.DEVNULL,

@@ -127,7 +127,9 @@ def test_valid_key_is_served(
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("path", [*HEALTH_PATHS, "/docs", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", [*HEALTH_PATHS, "/docs", "/openapi.json", "/docs/assets/swagger-ui-bundle.js"]
+)
 def test_health_metrics_and_docs_stay_open(keyed: LiveServer, path: str) -> None:
     assert httpx.get(f"{keyed.url}{path}").status_code == 200
 
@@ -198,7 +200,8 @@ def exposed_host_stderr(serving_project: ServingProject) -> Iterator[dict[str, s
     settings = {"no-key": {}, "key": {"MLSERVE_API_KEY": ALPHA}}
     processes = {
         name: subprocess.Popen(
-            [MLSERVE, "serve", IRIS, "--host", "192.0.2.1", "--port", "9"],
+            # gRPC off: its port would be bound (and refused) before the HTTP one
+            [MLSERVE, "serve", IRIS, "--host", "192.0.2.1", "--port", "9", "--grpc-port", "0"],
             cwd=serving_project.root,
             env=server_environment(env),
             stdin=subprocess.DEVNULL,

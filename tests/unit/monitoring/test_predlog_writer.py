@@ -354,3 +354,31 @@ def test_close_gives_records_up_when_the_database_never_comes_back(
         blocker.close()
     assert store.count() == 0
     assert sample(metrics, "log_dropped", model="iris", version="1") == 5
+
+
+def test_block_mode_drops_and_counts_while_the_database_is_down(
+    store: BatchRecordingStore, metrics: MonitoringMetrics, tmp_path: Path
+) -> None:
+    """Blocking paces requests to a slow writer; one that cannot write would stop serving."""
+    config = WriterConfig(queue_rows=4, batch_rows=2, retry_max_s=0.1, block_timeout_s=10 * WAIT_S)
+    writer = PredictionLogWriter(store, config, metrics)
+    writer.start()
+    blocker = sqlite3.connect(tmp_path / "predictions.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # every write fails until it ends
+
+        async def scenario() -> None:
+            for i in range(10):  # far past the bound: nobody waits out the block timeout
+                item = pending(f"r{i}", rows=2)
+                if not writer.offer(item):
+                    await asyncio.wait_for(writer.put(item), WAIT_S)
+
+        asyncio.run(scenario())
+        dropped = sample(metrics, "log_dropped", model="iris", version="1")
+        assert dropped > 0
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert writer.flush(WAIT_S)
+    writer.close()
+    assert store.count() + dropped == 10 * 2  # every offered row written or counted
