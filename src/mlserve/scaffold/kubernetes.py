@@ -30,6 +30,8 @@ METRICS_PATH = "/metrics"
 """Prometheus exposition."""
 CONTAINER_PORT = 8080
 """The port the container listens on (settings `port`; KServe's default too)."""
+GRPC_PORT = 8081
+"""The Open Inference Protocol's gRPC port (settings `grpc_port`)."""
 RUN_AS_UID = 10001
 """The image's non-root user and group (the Dockerfile's `USER`)."""
 HOME_DIR = "/var/lib/mlserve"
@@ -102,6 +104,7 @@ def config_values(spec: DeploySpec) -> dict[str, str]:
     values = {
         "MLSERVE_HOST": "0.0.0.0",
         "MLSERVE_PORT": str(CONTAINER_PORT),
+        "MLSERVE_GRPC_PORT": str(GRPC_PORT),
         "MLSERVE_HOME": HOME_DIR,
         "MLSERVE_LOG_FORMAT": "json",
         "MLSERVE_DRAIN_TIMEOUT_S": _number(spec.drain_timeout_s),
@@ -208,7 +211,10 @@ def _container(spec: DeploySpec) -> dict[str, Any]:
     if spec.refs:
         container["args"] = ["serve", *spec.refs]
     container |= {
-        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "envFrom": [{"configMapRef": {"name": spec.name + "-config"}}],
         "env": _secret_env(spec),
         "resources": {
@@ -296,7 +302,16 @@ def _service(spec: DeploySpec) -> dict[str, Any]:
         "metadata": _metadata(spec),
         "spec": {
             "selector": _labels(spec),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
 
@@ -341,12 +356,15 @@ def _network_policy(spec: DeploySpec) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": _labels(spec)},
             "policyTypes": ["Ingress"],
-            # Only the server's port, from pods in any namespace (clients, Prometheus, the
+            # Only the server's ports, from pods in any namespace (clients, Prometheus, the
             # ingress controller); narrow namespaceSelector to those you run.
             "ingress": [
                 {
                     "from": [{"namespaceSelector": {}}],
-                    "ports": [{"protocol": "TCP", "port": CONTAINER_PORT}],
+                    "ports": [
+                        {"protocol": "TCP", "port": CONTAINER_PORT},
+                        {"protocol": "TCP", "port": GRPC_PORT},
+                    ],
                 }
             ],
         },

@@ -5,11 +5,13 @@ package's models know, and in agreement with what the server really serves."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import kserve.models
 import kubernetes.client.models
 import kubernetes_validate
@@ -199,6 +201,51 @@ def _env_names(container: dict[str, Any], spec: DeploySpec) -> set[str]:
     return {e["name"] for e in container.get("env", [])} | set(config_values(spec))
 
 
+CRD_SCHEMAS = Path(__file__).with_name("crd_schemas")
+"""The openAPIV3Schema of the Prometheus operator's PodMonitor and KEDA's ScaledObject CRDs,
+copied from their repositories (each file names its source and commit)."""
+
+
+def crd_validator(file_name: str, api_version: str) -> jsonschema.Draft7Validator:
+    """A strict validator of one CRD version: an object with declared properties takes no
+    others (what `kubectl apply --validate=strict` does with a field the CRD does not know)."""
+    document = json.loads((CRD_SCHEMAS / file_name).read_text(encoding="utf-8"))
+    schema = document["versions"][api_version.rsplit("/", 1)[1]]
+    return jsonschema.Draft7Validator(_strict(schema))
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, dict):
+        strict = {key: _strict(value) for key, value in node.items()}
+        if (
+            "properties" in strict
+            and "additionalProperties" not in strict
+            and not strict.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            strict["additionalProperties"] = False
+        return strict
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    return node
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize(
+    ("kind", "file_name"),
+    [("PodMonitor", "podmonitor.json"), ("ScaledObject", "scaledobject.json")],
+)
+def test_operator_objects_pass_their_crd_schema(
+    spec: DeploySpec, kind: str, file_name: str
+) -> None:
+    obj = one(spec, kind)
+    validator = crd_validator(file_name, obj["apiVersion"])
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
+    assert errors == []
+    misspelt = json.loads(json.dumps(obj))
+    misspelt["spec"]["selectr"] = misspelt["spec"].pop("scaleTargetRef", None) or {}
+    assert list(validator.iter_errors(misspelt))  # the check would catch a misspelt field
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_probes_ports_and_settings_agree_with_the_server(
     spec: DeploySpec, served_paths: set[str]
@@ -220,6 +267,7 @@ def test_probes_ports_and_settings_agree_with_the_server(
     config = one(spec, "ConfigMap")["data"]
     loaded = Settings(**{k.removeprefix("MLSERVE_").lower(): v for k, v in config.items()})
     assert loaded.port == CONTAINER_PORT
+    assert loaded.grpc_port == ports["grpc"]  # the gRPC port the pod names is the one served
     assert loaded.host == "0.0.0.0"
     assert loaded.drain_timeout_s == spec.drain_timeout_s
     assert pod["terminationGracePeriodSeconds"] > PRESTOP_SLEEP_S + loaded.drain_timeout_s
@@ -227,8 +275,11 @@ def test_probes_ports_and_settings_agree_with_the_server(
     monitor = one(spec, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
     assert monitor["path"] in served_paths
     assert ports[monitor["port"]] == CONTAINER_PORT
-    service_port = one(spec, "Service")["spec"]["ports"][0]
-    assert ports[service_port["targetPort"]] == CONTAINER_PORT
+    http, grpc = one(spec, "Service")["spec"]["ports"]
+    assert ports[http["targetPort"]] == CONTAINER_PORT
+    assert ports[grpc["targetPort"]] == loaded.grpc_port
+    allowed = {p["port"] for p in one(spec, "NetworkPolicy")["spec"]["ingress"][0]["ports"]}
+    assert allowed == set(ports.values())
 
     runtime = one(spec, "ClusterServingRuntime")["spec"]["containers"][0]
     assert runtime["readinessProbe"]["httpGet"]["path"] in served_paths
