@@ -134,6 +134,7 @@ def test_concurrent_first_opens_of_a_new_registry_all_succeed(shared: Path) -> N
         "aliases",
         "alias_events",
         "training_runs",
+        "version_events",
         "rollouts",
         "rollout_events",
     }

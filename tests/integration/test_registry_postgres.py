@@ -43,6 +43,7 @@ REGISTRY_TABLES = {
     "aliases",
     "alias_events",
     "training_runs",
+    "version_events",
     "rollouts",
     "rollout_events",
 }

@@ -64,8 +64,10 @@ def test_init_force_writes_a_project_and_train_registers_its_sample(project: Pro
     alerts = yaml.safe_load((project.folder / "monitoring" / "prometheus-alerts.yml").read_text())
     assert [rule["alert"] for rule in alerts["groups"][0]["rules"]] == [
         "MlserveHighErrorRate",
+        "MlserveHighClientErrorRate",
         "MlserveHighLatencyP95",
         "MlserveDriftDetected",
+        "MlserveOnlineAccuracyLow",
         "MlserveModelNotReady",
         "MlservePredictionLogBacklog",
         "MlservePredictionLogDropping",
