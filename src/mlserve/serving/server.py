@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from dataclasses import dataclass
 from types import FrameType
@@ -17,9 +16,9 @@ import orjson
 import uvicorn
 from fastapi import FastAPI
 
-from mlserve.errors import ConfigError
 from mlserve.serving.app import MULTIPROC_ENV, SOURCES_ENV
 from mlserve.serving.middleware import is_loopback
+from mlserve.serving.ports import check_port
 from mlserve.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -63,19 +62,8 @@ class DrainingServer(uvicorn.Server):
 
 def check_http_port(host: str, port: int) -> None:
     """Raise ConfigError, in one line, when ``port`` cannot be bound on ``host`` now: uvicorn
-    would say so in several log lines and exit with its own code. The server binds the port
-    itself later; this only fails early, before any model is loaded."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise ConfigError(
-                f"cannot listen on {address}: {error.strerror} "
-                "(another server? choose another port with --port)"
-            ) from None
+    would say so in several log lines and exit with its own code."""
+    check_port(host, port, protocol="", hint="another server? choose another port with --port")
 
 
 def warn_if_exposed(options: ServeOptions) -> str | None:

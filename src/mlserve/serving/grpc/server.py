@@ -10,7 +10,6 @@ instead of splitting that server's calls with it.
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.serving.grpc.calls import CallConfig, CallEdge
 from mlserve.serving.grpc.health import HealthService
 from mlserve.serving.grpc.service import InferenceService
+from mlserve.serving.ports import address, check_port
 from mlserve.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -47,22 +47,8 @@ TAKEN_PORT_HINT = "choose another with --grpc-port; 0 switches gRPC off"
 def check_grpc_port(host: str, port: int) -> None:
     """Raise ConfigError, in one line, when ``port`` cannot be bound on ``host`` now: checked
     before the server starts (as typos are), since a failed bind inside the app's start-up
-    ends in a traceback. The server binds the port itself later; this only fails early."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpcio binds
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise ConfigError(
-                f"cannot listen for gRPC on {_address(host, port)}: {error.strerror} "
-                f"({TAKEN_PORT_HINT})"
-            ) from None
-
-
-def _address(host: str, port: int) -> str:
-    """host:port, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    ends in a traceback."""
+    check_port(host, port, protocol="gRPC", hint=TAKEN_PORT_HINT)
 
 
 class GrpcServer:
@@ -77,7 +63,7 @@ class GrpcServer:
     @property
     def address(self) -> str:
         """host:port, with an IPv6 host in brackets."""
-        return _address(self._config.host, self._config.port)
+        return address(self._config.host, self._config.port)
 
     async def start(self) -> None:
         """Bind and start answering; raises ConfigError when the port cannot be bound."""
