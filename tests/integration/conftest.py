@@ -7,40 +7,22 @@ postgresql; without it the tests that ask for it skip here and fail in CI.
 
 from __future__ import annotations
 
-import glob
-import os
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        reason = "PostgreSQL is not installed (apt-get install -y postgresql; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from postgres_process import free_port, postgres_bin
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL server on a loopback port; stopped after the module."""
-    bin_dir = _pg_bin()
+    bin_dir = postgres_bin()
     folder = Path(tempfile.mkdtemp(prefix="mlserve-pg-"))
     subprocess.run(["chown", "postgres:postgres", str(folder)], check=True)
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
 
     def as_postgres(*command: str) -> None:
         subprocess.run(

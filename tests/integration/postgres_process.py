@@ -33,7 +33,8 @@ def postgres_bin() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -54,7 +55,7 @@ class PostgresServer:
         bin_dir = postgres_bin()
         folder = Path(tempfile.mkdtemp(prefix="mlserve-pg-faults-"))
         subprocess.run(["chown", "postgres:postgres", str(folder)], check=True)
-        server = cls(bin_dir, folder, _free_port())
+        server = cls(bin_dir, folder, free_port())
         server._as_postgres(
             "initdb", "-D", str(server.data), "-U", "postgres", "-A", "trust", "--no-sync",
             "-E", "UTF8", "--locale=C.UTF-8",
