@@ -64,6 +64,10 @@ class ConfigError(MlserveError):
     """The configuration (file, environment, flags) is invalid."""
 
 
+class MissingExtra(ConfigError):
+    """A framework's optional packages are not installed (``pip install 'mlserve[xgboost]'``)."""
+
+
 class ModelNotFound(NotFound):
     """No model with that name is registered."""
 

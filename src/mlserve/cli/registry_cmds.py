@@ -12,10 +12,10 @@ from rich.table import Table
 
 from mlserve.cli.context import actor, console, context
 from mlserve.errors import InvalidInput
-from mlserve.types import Feature, ModelRef, Signature, Task, default_feature_names
+from mlserve.types import ModelRef
 
 if TYPE_CHECKING:
-    from mlserve.registry import ModelVersion, NewVersion
+    from mlserve.registry import ModelVersion
 
 models_app = typer.Typer(
     help="List and inspect registered models.\n\n"
@@ -35,9 +35,21 @@ runs_app = typer.Typer(
 
 def register(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="Model file (.joblib, .pkl or .skops).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file (.joblib, .pkl, .skops, XGBoost .json/.ubj, LightGBM .txt, .onnx) "
+            "or folder (an MLflow model, a custom Python model)."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
-    framework: Annotated[str, typer.Option(help="Framework of the model file.")] = "sklearn",
+    framework: Annotated[
+        str | None,
+        typer.Option(
+            help="sklearn, xgboost, lightgbm, onnx, mlflow or python; judged from the file "
+            "when left out."
+        ),
+    ] = None,
     signature_from: Annotated[
         Path | None,
         typer.Option(
@@ -57,86 +69,34 @@ def register(
 ) -> None:
     """Register a trained model file as the next version of NAME.
 
-    Without --signature-from, feature names come from the model's feature_names_in_, else
-    f0..f{n-1}.
+    Without --signature-from, feature names come from the model (feature_names_in_, the
+    booster's feature names, the ONNX inputs, the MLflow signature), else f0..f{n-1}.
 
     Example: [bold]mlserve register model.joblib --name churn --signature-from train.csv
     --target churned --alias staging[/bold]
     """
     # Imported here: scikit-learn and pandas take a second to import; listing models need not.
-    from mlserve.registry import NewVersion
-    from mlserve.runtimes import RUNTIMES, load_sklearn
+    from mlserve.training.registration import Registration, register_model
 
-    if framework not in RUNTIMES:
-        raise InvalidInput(f"unknown framework {framework!r}; known: {', '.join(sorted(RUNTIMES))}")
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such model file")
     settings = context(ctx).settings()
-    estimator = load_sklearn(path, safe=settings.safe_loading)
-    new = _describe(estimator, signature_from, target)
-    new = NewVersion(
+    request = Registration(
+        name=name,
         framework=framework,
-        signature=new.signature,
-        metrics=_pairs(metric, float, "--metric"),
-        tags=_pairs(tag, str, "--tag"),
+        signature_from=signature_from,
+        target=target,
+        alias=alias,
         description=description,
-        data_fingerprint=new.data_fingerprint,
-        reference_profile=new.reference_profile,
+        tags=_pairs(tag, str, "--tag"),
+        metrics=_pairs(metric, float, "--metric"),
     )
     store = context(ctx).store()
-    version = store.register_version(name, path, new, actor=actor())
-    if alias:
-        store.set_alias(name, alias, version.version, actor=actor())
+    version = register_model(store, path, request, safe=settings.safe_loading, actor=actor())
     console.print(
         f"Registered [bold]{name}:{version.version}[/bold]"
-        f"{f' as {alias}' if alias else ''} ({len(new.signature.inputs)} features).",
+        f"{f' as {alias}' if alias else ''} ({version.framework}, "
+        f"{len(version.signature.inputs)} features).",
         highlight=False,
     )
-
-
-def _describe(estimator: Any, data: Path | None, target: str | None) -> NewVersion:
-    """Signature (and profile, fingerprint) from data, or from the estimator alone."""
-    from mlserve.monitoring import build_reference_profile, describe_features, fingerprint_frame
-    from mlserve.registry import NewVersion
-    from mlserve.training import read_dataset
-
-    classes = tuple(_plain(c) for c in getattr(estimator, "classes_", ()))
-    task: Task = "classification" if classes else "regression"
-    outputs = ("predict", "predict_proba") if hasattr(estimator, "predict_proba") else ("predict",)
-    if data is not None:
-        frame = read_dataset(data)
-        if target is not None:
-            if target not in frame.columns:
-                raise InvalidInput(f"{data}: target column {target!r} not found")
-            frame = frame.drop(columns=[target])
-        expected = getattr(estimator, "n_features_in_", frame.shape[1])
-        if frame.shape[1] != expected:
-            raise InvalidInput(
-                f"{data} has {frame.shape[1]} feature columns but the model takes {expected}"
-            )
-        names_in = getattr(estimator, "feature_names_in_", None)
-        if names_in is not None:
-            missing = [str(n) for n in names_in if n not in frame.columns]
-            if missing:
-                raise InvalidInput(f"{data} lacks the model's feature(s): {', '.join(missing)}")
-            frame = frame[[str(n) for n in names_in]]
-        signature = Signature(describe_features(frame), task, outputs, classes, target)
-        return NewVersion(
-            framework="",
-            signature=signature,
-            data_fingerprint=fingerprint_frame(frame),
-            reference_profile=build_reference_profile(frame),
-        )
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        count = getattr(estimator, "n_features_in_", None)
-        if count is None:
-            raise InvalidInput(
-                "the model does not say how many features it takes; use --signature-from"
-            )
-        names = default_feature_names(int(count))
-    inputs = tuple(Feature(name=str(n), dtype="float64") for n in names)
-    return NewVersion(framework="", signature=Signature(inputs, task, outputs, classes, target))
 
 
 @models_app.command("list")
@@ -418,7 +378,3 @@ def _pairs(items: list[str] | None, cast: Any, flag: str) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

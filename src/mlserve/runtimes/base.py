@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol, TypeAlias
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,28 @@ that compute in float32 (scikit-learn's trees) cannot take a value this large.""
 
 Batch: TypeAlias = np.ndarray | pd.DataFrame
 """Rows to predict: a 2-D array in signature order, or a frame with the signature's columns."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What registration learns from a model file itself, before any data is seen.
+
+    A runtime fills what its format records: feature names and count, class labels, whether it
+    gives probabilities; a format that carries a whole signature (an MLflow model) gives it, and
+    data passed with ``--signature-from`` then only adds the reference profile.
+    """
+
+    feature_names: tuple[str, ...] | None = None
+    """Input names the model records (None when it records none, or only placeholders)."""
+    n_features: int | None = None
+    """How many inputs the model takes, when it says."""
+    classes: tuple[Any, ...] = ()
+    """Class labels in probability column order (empty for a regressor)."""
+    has_proba: bool = False
+    signature: Signature | None = None
+    """The whole signature, when the model carries one."""
+    input_example: pd.DataFrame | None = None
+    """Rows the model came with (an MLflow input example), to profile when no data is given."""
 
 
 class Runtime(Protocol):
@@ -32,6 +55,15 @@ class Runtime(Protocol):
     @classmethod
     def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> Runtime:
         """Load the model file of a verified version folder."""
+        ...
+
+    @classmethod
+    def inspect(cls, path: Path, *, safe: bool) -> ModelFacts:
+        """What the model file (or folder) at ``path`` says about itself, for registration.
+
+        Raises ArtifactError when it is not a model of this framework, UnsafeArtifact when
+        ``safe`` refuses it.
+        """
         ...
 
     @property

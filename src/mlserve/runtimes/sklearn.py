@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mlserve.errors import ArtifactError, InvalidInput, UnsafeArtifact
-from mlserve.runtimes.base import Batch
+from mlserve.runtimes.base import Batch, ModelFacts
 from mlserve.runtimes.forest import ForestKernel
 from mlserve.runtimes.linear import LinearKernel
 from mlserve.types import Signature, VersionManifest
@@ -63,6 +63,26 @@ def load_sklearn(path: Path, *, safe: bool) -> Any:
         raise ArtifactError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from None
 
 
+def estimator_facts(estimator: Any) -> ModelFacts:
+    """What a scikit-learn-API estimator records about itself (``feature_names_in_``,
+    ``n_features_in_``, ``classes_``, ``predict_proba``); XGBoost's and LightGBM's scikit-learn
+    models record the same attributes."""
+    names = getattr(estimator, "feature_names_in_", None)
+    count = getattr(estimator, "n_features_in_", None)
+    classes = getattr(estimator, "classes_", None)
+    return ModelFacts(
+        feature_names=None if names is None else tuple(str(n) for n in names),
+        n_features=None if count is None else int(count),
+        classes=() if classes is None else tuple(plain(c) for c in classes),
+        has_proba=hasattr(estimator, "predict_proba"),
+    )
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold (class labels go to the manifest)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _quiet_arithmetic() -> np.errstate:
     """A context for model code: a value the input checker accepts (any finite float64, for a
     model that computes in float64) may overflow in the model's arithmetic (1e308 times a
@@ -99,6 +119,11 @@ class SklearnRuntime:
     def load(cls, folder: Path, manifest: VersionManifest, *, safe: bool) -> SklearnRuntime:
         """Load the model file of a verified version folder."""
         return cls(load_sklearn(folder / manifest.model_file, safe=safe), manifest.signature)
+
+    @classmethod
+    def inspect(cls, path: Path, *, safe: bool) -> ModelFacts:
+        """Feature names and count, classes and probabilities, as the estimator records them."""
+        return estimator_facts(load_sklearn(path, safe=safe))
 
     @property
     def estimator(self) -> Any:

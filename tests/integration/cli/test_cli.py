@@ -186,8 +186,8 @@ def test_register_names_features_from_data_then_model_then_position(
 
     for result in results.values():
         assert_ok(result)
-    assert "Registered from_data:1 as staging (3 features)." in results["from_data"].stdout
-    assert "Registered by_position:1 (3 features)." in results["by_position"].stdout
+    assert "Registered from_data:1 as staging (sklearn, 3 features)." in results["from_data"].stdout
+    assert "Registered by_position:1 (sklearn, 3 features)." in results["by_position"].stdout
     with open_registry(project.folder) as store:
         from_data = store.resolve("from_data@staging")
         from_model = store.get_version("from_model", 1)
