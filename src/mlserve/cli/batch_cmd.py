@@ -11,22 +11,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
-from prometheus_client import CollectorRegistry, write_to_textfile
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 from mlserve.cli.context import console, context, err_console
 from mlserve.errors import InvalidInput
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: other commands should not pay for them
+    from rich.progress import Progress, TaskID
+
     from mlserve import batch as batch_jobs
 
 EXIT_ROWS_REJECTED = 10
@@ -154,6 +146,8 @@ def batch(
         safe_loading=settings.safe_loading,
         input_policy=InputPolicy.from_rules(settings.input_rules_for(pinned.name)),
     )
+    from prometheus_client import CollectorRegistry, write_to_textfile
+
     registry = CollectorRegistry()
     metrics = BatchMetrics.create(registry)
     view = ProgressView(err_console, enabled=show_progress)
@@ -195,6 +189,15 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self._enabled and self._stream.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             self._bar = Progress(
                 SpinnerColumn(),
                 TextColumn("scoring"),

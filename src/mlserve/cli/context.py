@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
-from mlserve.settings import Settings, load_settings
-
 if TYPE_CHECKING:
     from mlserve.registry import RegistryStore
+    from mlserve.settings import Settings
 
 console = Console()
 """Standard output, for results."""
@@ -31,19 +30,17 @@ class CliContext:
 
     def settings(self, **command_flags: Any) -> Settings:
         """Settings from every source; command flags beat global flags."""
+        from mlserve.settings import load_settings  # pydantic: not for `mlserve --version`
+
         return load_settings(self.config, **{**self.flags, **command_flags})
 
     def store(self) -> RegistryStore:
         """The registry the settings name (opened, and migrated, on first use)."""
         if self._store is None:
-            from mlserve.registry import RegistryStore  # SQLAlchemy: only commands that need it
+            # SQLAlchemy: only commands that need it
+            from mlserve.registry.opening import open_registry
 
-            settings = self.settings()
-            self._store = RegistryStore(
-                settings.resolved_database_url,
-                settings.resolved_artifact_root,
-                cache_dir=settings.home / "cache",
-            )
+            self._store = open_registry(self.settings())
         return self._store
 
 

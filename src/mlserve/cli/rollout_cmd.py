@@ -14,12 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
 from mlserve.cli.context import CliContext, actor, console, context
-from mlserve.cli.live_metrics import Scrape, histogram_quantile, version_statuses
 from mlserve.errors import Conflict, InvalidInput, RolloutNotFound
 from mlserve.types import DEFAULT_ALIAS, ModelRef
 
@@ -273,6 +271,10 @@ def rollout_status(
 def _shadow_text(url: str, keys: tuple[str, ...], name: str, version: str) -> str:
     """One line on the shadow's record: mirrored requests by result, and how its answers
     compare with the ones sent (agreement for classifiers, mean |difference| for regressors)."""
+    import httpx
+
+    from mlserve.cli.live_metrics import Scrape
+
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         with httpx.Client(base_url=url, timeout=2.0, headers=headers) as client:
@@ -553,6 +555,10 @@ class _Live:
 
 def _live_versions(url: str, keys: tuple[str, ...], name: str) -> dict[str, _Live] | None:
     """Per version of ``name``, what the server's /metrics says; None when it cannot be read."""
+    import httpx
+
+    from mlserve.cli.live_metrics import Scrape, histogram_quantile, version_statuses
+
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         with httpx.Client(base_url=url, timeout=2.0, headers=headers) as client:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +11,9 @@ from mlserve import __version__
 from mlserve.cli.context import context, err_console
 from mlserve.errors import ConfigError
 from mlserve.logging import configure_logging
-from mlserve.settings import Settings
+
+if TYPE_CHECKING:
+    from mlserve.settings import Settings
 
 FACTORY = "mlserve.serving:app_from_environment"
 

@@ -4,16 +4,19 @@ version's traffic, errors, latency, drift and online accuracy, read from its /me
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
 from mlserve.cli.context import console, context
-from mlserve.cli.live_metrics import Scrape, VersionStatus, requests_per_second, version_statuses
-from mlserve.registry import ModelInfo
 from mlserve.types import DEFAULT_ALIAS
+
+if TYPE_CHECKING:  # imported where used: a command's import should not pay for every other's
+    import httpx
+
+    from mlserve.cli.live_metrics import Scrape, VersionStatus
+    from mlserve.registry import ModelInfo
 
 KEY_METRICS = ("accuracy", "f1", "roc_auc", "rmse", "r2")
 MISSING = "–"
@@ -94,6 +97,10 @@ def _print_live(
     url: str, keys: tuple[str, ...], rate_window_s: float, reasons: dict[str, str]
 ) -> None:
     """The live table from two /metrics scrapes ``rate_window_s`` apart; one line if it fails."""
+    import httpx
+
+    from mlserve.cli.live_metrics import requests_per_second, version_statuses
+
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         with httpx.Client(base_url=url, timeout=5.0, headers=headers) as client:
@@ -174,6 +181,8 @@ def _live_cells(entry: VersionStatus, rate: float | None, reason: str | None) ->
 
 def _scrape(client: httpx.Client) -> Scrape:
     """GET /metrics, parsed; raises httpx.HTTPStatusError when the server refuses."""
+    from mlserve.cli.live_metrics import Scrape
+
     response = client.get("/metrics")
     response.raise_for_status()
     return Scrape.parse(response.text, time.monotonic())
@@ -204,6 +213,8 @@ def _lagging(infos: list[ModelInfo], health: dict[str, Any]) -> dict[str, str]:
 
 def _server_health(url: str, keys: tuple[str, ...]) -> dict[str, Any]:
     """Ask a running server for readiness and its models; never raises."""
+    import httpx
+
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         with httpx.Client(base_url=url, timeout=1.0, headers=headers) as client:
