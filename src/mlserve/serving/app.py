@@ -35,6 +35,7 @@ from mlserve.monitoring.drift import DriftConfig
 from mlserve.monitoring.metrics import MonitoringMetrics, ServingMetrics
 from mlserve.monitoring.predlog import PredictionLogStore, PredictionLogWriter, WriterConfig
 from mlserve.registry import RegistryStore
+from mlserve.registry.opening import open_registry
 from mlserve.serving import routes_drift, routes_feedback, routes_repository, routes_v1, routes_v2
 from mlserve.serving.access import AccessKeys
 from mlserve.serving.batching import BatchingConfig
@@ -88,11 +89,7 @@ def build_app(
     """
     if model_dir is not None:
         return create_app(settings, discover_model_dir(model_dir))
-    store = RegistryStore(
-        settings.resolved_database_url,
-        settings.resolved_artifact_root,
-        cache_dir=settings.home / "cache",
-    )
+    store = open_registry(settings)
     store.artifacts.check()  # a missing bucket or an unreachable store stops the start too
     followed = resolve_refs(store, refs, every_model=follow_all)
     return create_app(settings, [], refs=followed, store=store, follow_all=follow_all)
