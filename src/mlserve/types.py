@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import re
@@ -163,6 +164,15 @@ class Feature:
             categories=tuple(str(c) for c in data.get("categories", ())),
             nullable=bool(data.get("nullable", True)),
         )
+
+
+def current_actor() -> str:
+    """Who is acting (the OS user), for audit trails; "unknown" without a passwd entry, as in
+    some containers."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def default_feature_names(count: int) -> list[str]:

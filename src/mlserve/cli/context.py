@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+
+from mlserve.types import current_actor
 
 if TYPE_CHECKING:
     from mlserve.registry import RegistryStore
@@ -53,9 +54,5 @@ def context(ctx: typer.Context) -> CliContext:
     return obj
 
 
-def actor() -> str:
-    """Who is acting, for audit trails."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+actor = current_actor
+"""Who is acting, for audit trails."""

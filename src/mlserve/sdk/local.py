@@ -8,7 +8,6 @@ the same code as `mlserve register` and `mlserve train`.
 
 from __future__ import annotations
 
-import getpass
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from mlserve.settings import Settings, load_settings
 from mlserve.training import TrainRequest, TrainResult
 from mlserve.training import train as run_training
 from mlserve.training.registration import Registration, register_model
-from mlserve.types import ModelRef, Task
+from mlserve.types import ModelRef, Task, current_actor
 
 
 def register(
@@ -79,7 +78,7 @@ def register(
                 params=dict(params or {}),
             )
             version = register_model(
-                store, path, request, safe=settings.safe_loading, actor=_actor()
+                store, path, request, safe=settings.safe_loading, actor=current_actor()
             )
         # Read again: the alias was set after the version was written.
         return store.get_version(version.name, version.version) if alias else version
@@ -191,11 +190,3 @@ def _data_file(data: pd.DataFrame | str | Path, path: Path) -> Path:
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise DatasetError(f"the training frame cannot be stored as Parquet: {exc}") from None
     return path
-
-
-def _actor() -> str:
-    """Who is registering, for the audit trail."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry, e.g. in some containers
-        return "unknown"

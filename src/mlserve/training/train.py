@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import subprocess
 import tempfile
 import time
@@ -41,7 +40,7 @@ from mlserve.runtimes import dump_sklearn
 from mlserve.training.data import read_dataset
 from mlserve.training.evaluate import DECIDING_METRIC, baseline_estimator, evaluate, is_better
 from mlserve.training.validate import ValidationReport, clean_dataset, validate_dataset
-from mlserve.types import Signature, Task
+from mlserve.types import Signature, Task, current_actor
 
 EstimatorFactory = Callable[[int], Any]
 
@@ -254,10 +253,10 @@ def train(
                 data_fingerprint=fingerprint_frame(clean),
                 reference_profile=build_reference_profile(x, seed=request.seed),
             ),
-            actor=_actor(),
+            actor=current_actor(),
         )
     if request.alias:
-        store.set_alias(name, request.alias, version.version, actor=_actor())
+        store.set_alias(name, request.alias, version.version, actor=current_actor())
         version = store.get_version(name, version.version)
     duration = time.perf_counter() - clock
     run = store.record_run(
@@ -321,13 +320,6 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry, e.g. in some containers
-        return "unknown"
 
 
 def _plain(value: Any) -> Any:
