@@ -19,6 +19,7 @@ from mlserve import __version__
 from mlserve.cli import (
     batch_cmd,
     build_cmd,
+    convert_cmd,
     deploy_cmd,
     drift_cmd,
     init_cmd,
@@ -142,6 +143,7 @@ app.command(name="serve")(serve_cmd.serve)
 app.command(name="compare")(rollout_cmd.compare)
 app.command(name="k8s")(deploy_cmd.k8s)
 app.command(name="build")(build_cmd.build)
+app.command(name="convert")(convert_cmd.convert)
 app.add_typer(registry_cmds.models_app, name="models")
 app.add_typer(registry_cmds.alias_app, name="alias")
 app.add_typer(rollout_cmd.rollout_app, name="rollout")

@@ -49,6 +49,13 @@ class Registration:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    """Kept as given (a converted model keeps its source's); None: from ``signature_from``."""
+    reference_profile: dict[str, Any] | None = None
+    """Kept as given (a converted model keeps its source's); None: from ``signature_from``."""
+    facts: ModelFacts | None = None
+    """What the model says about itself, when the caller read it from elsewhere (an imported
+    MLflow model's signature around its inner model file); None: the runtime inspects it."""
 
 
 def register_model(
@@ -66,7 +73,7 @@ def register_model(
     framework = request.framework or _framework_of(path, safe=safe)
     if framework not in RUNTIMES:
         raise InvalidInput(f"unknown framework {framework!r}; known: {', '.join(sorted(RUNTIMES))}")
-    facts = runtime_class(framework).inspect(path, safe=safe)
+    facts = request.facts or runtime_class(framework).inspect(path, safe=safe)
     described = describe_version(facts, request.signature_from, request.target)
     new = NewVersion(
         framework=framework,
@@ -75,8 +82,8 @@ def register_model(
         params=request.params,
         tags=request.tags,
         description=request.description,
-        data_fingerprint=described.data_fingerprint,
-        reference_profile=described.reference_profile,
+        data_fingerprint=request.data_fingerprint or described.data_fingerprint,
+        reference_profile=request.reference_profile or described.reference_profile,
     )
     with tempfile.TemporaryDirectory() as tmp:
         model_file = path
@@ -102,7 +109,10 @@ def describe_version(
     """Signature (and, with data, reference profile and fingerprint) of a model; the returned
     version's framework is left empty for the caller."""
     if facts.signature is not None and data is None:
-        return NewVersion(framework="", signature=facts.signature)
+        example = facts.input_example
+        # The model's input example is the only data there is: a (small) reference profile.
+        profile = None if example is None else build_reference_profile(example)
+        return NewVersion(framework="", signature=facts.signature, reference_profile=profile)
     task: Task = "classification" if facts.classes else "regression"
     outputs = ("predict", "predict_proba") if facts.has_proba else ("predict",)
     if data is None:
