@@ -22,6 +22,7 @@ from mlserve.cli import (
     convert_cmd,
     deploy_cmd,
     drift_cmd,
+    import_cmd,
     init_cmd,
     log_cmd,
     predict_cmd,
@@ -135,6 +136,7 @@ def version() -> None:
 app.command(name="init")(init_cmd.init)
 app.command(name="train")(train_cmd.train)
 app.command(name="register")(registry_cmds.register)
+app.command(name="import")(import_cmd.import_model)
 app.command(name="predict")(predict_cmd.predict)
 app.command(name="batch")(batch_cmd.batch)
 app.command(name="status")(status_cmd.status)
