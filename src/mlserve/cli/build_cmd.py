@@ -39,8 +39,9 @@ def build(
     """Build a container image serving the chosen versions with no database.
 
     Writes a build context (mlserve's sources, the Dockerfile, the versions as self-describing
-    folders under models/) and builds it with podman or docker; with neither (or --engine
-    none) prints the command to run.
+    folders under models/) and builds it with podman or docker, installing the extras the
+    versions' frameworks need (EXTRAS build argument); with neither (or --engine none) prints
+    the command to run.
 
     Example: [bold]mlserve build churn@production --tag churn:3[/bold]
     """
@@ -49,6 +50,7 @@ def build(
         BuildOptions,
         build_command,
         find_engine,
+        image_extras,
         source_checkout,
         write_build_context,
     )
@@ -60,14 +62,16 @@ def build(
     baked = []
     for ref in refs:
         version = store.resolve(ref)
-        baked.append(BakedVersion(version.name, version.version, store.local_folder(version)))
+        folder = store.local_folder(version)
+        baked.append(BakedVersion(version.name, version.version, version.framework, folder))
+    extras = image_extras(item.framework for item in baked)  # before writing: it may refuse
     context_dir = output or cli.settings().home / "build" / re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
     write_build_context(context_dir, source_checkout(), baked)
     console.print(f"Wrote the build context [bold]{context_dir}[/bold] with:", highlight=False)
     for item in baked:
         console.print(f"  models/{item.name}/{item.version}", highlight=False)
     chosen = find_engine() if engine == "auto" else (None if engine == "none" else engine)
-    options = BuildOptions(tag=tag, base=base, ca_bundle=ca_bundle)
+    options = BuildOptions(tag=tag, base=base, ca_bundle=ca_bundle, extras=extras)
     if chosen is None:
         command = build_command("docker", context_dir, options)
         console.print(

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlserve.errors import ConfigError, Conflict
+from mlserve.errors import ArtifactError, ConfigError, Conflict
+from mlserve.runtimes import RUNTIMES
 from mlserve.scaffold.kubernetes import MODEL_DIR
 
 _DEPLOY_TEMPLATES = Path(__file__).parent / "templates" / "deploy"
@@ -26,25 +29,55 @@ CMD ["serve", "--model-dir={MODEL_DIR}"]
 
 @dataclass(frozen=True, slots=True)
 class BakedVersion:
-    """A registered version to bake in: its name, number and verified local folder."""
+    """A registered version to bake in: its name, number, framework and verified local folder."""
 
     name: str
     version: int
+    framework: str
     folder: Path
 
 
 @dataclass(frozen=True, slots=True)
 class BuildOptions:
-    """How to build the image: its tag, base image and an optional CA bundle for pip."""
+    """How to build the image: its tag, base image, an optional CA bundle for pip and the
+    mlserve extras to install (the Dockerfile's EXTRAS; empty keeps its default)."""
 
     tag: str
     base: str | None = None
     ca_bundle: Path | None = None
+    extras: tuple[str, ...] = ()
 
 
 def dockerfile() -> str:
     """The packaged Dockerfile (the repository's `Dockerfile` is a link to it)."""
     return (_DEPLOY_TEMPLATES / "Dockerfile").read_text(encoding="utf-8")
+
+
+def default_extras() -> tuple[str, ...]:
+    """The extras the Dockerfile installs when given none (its ``ARG EXTRAS=`` line, the one
+    place that says what the generic image can reach)."""
+    found = re.search(r"^ARG EXTRAS=(\S*)$", dockerfile(), flags=re.MULTILINE)
+    if found is None:
+        raise ConfigError("the packaged Dockerfile declares no ARG EXTRAS")
+    return tuple(extra for extra in found.group(1).split(",") if extra)
+
+
+def image_extras(frameworks: Iterable[str]) -> tuple[str, ...]:
+    """The extras an image serving models of ``frameworks`` needs: the Dockerfile's default
+    ones, then each framework's runtime extra (none for scikit-learn and custom Python).
+
+    Raises ArtifactError for a framework no runtime serves.
+    """
+    extras = list(default_extras())
+    for framework in frameworks:
+        spec = RUNTIMES.get(framework)
+        if spec is None:
+            raise ArtifactError(
+                f"no runtime for framework {framework!r} (known: {', '.join(sorted(RUNTIMES))})"
+            )
+        if spec.extra is not None and spec.extra not in extras:
+            extras.append(spec.extra)
+    return tuple(extras)
 
 
 def source_checkout() -> Path:
@@ -109,6 +142,8 @@ def build_command(engine: str, context: Path, options: BuildOptions) -> list[str
     command += ["--tag", options.tag]
     if options.base:
         command += ["--build-arg", f"BASE={options.base}"]
+    if options.extras:
+        command += ["--build-arg", f"EXTRAS={','.join(options.extras)}"]
     if options.ca_bundle:
         command += ["--secret", f"id=ca,src={options.ca_bundle}"]
     return [*command, str(context)]

@@ -6,16 +6,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import xgboost
 
 from mlserve.cli.context import console
 from mlserve.cli.main import run
+from mlserve.errors import ArtifactError
 from mlserve.registry import NewVersion, RegistryStore
-from mlserve.runtimes import load_runtime
-from mlserve.scaffold.image import BuildOptions, build_command, dockerfile
+from mlserve.runtimes import RUNTIMES, load_runtime
+from mlserve.scaffold.image import (
+    BuildOptions,
+    build_command,
+    default_extras,
+    dockerfile,
+    image_extras,
+)
 from mlserve.scaffold.kubernetes import LIVE_PATH, MODEL_DIR, READY_PATH, RUN_AS_UID
 from mlserve.serving import discover_model_dir
 
@@ -68,7 +77,8 @@ def test_build_writes_a_context_serving_the_versions_with_no_database(
     args = ["--home", str(home), "build", "iris@production", "iris:2", "--tag", "iris:1"]
     assert run([*args, "--output", str(context), "--engine", "none"]) == 0
     out = capsys.readouterr().out
-    assert f"docker build --tag iris:1 {context}" in out
+    # The generic image's extras (a PostgreSQL registry, S3 artifacts); scikit-learn adds none.
+    assert f"docker build --tag iris:1 --build-arg EXTRAS=postgres,s3 {context}" in out
     for name in ("pyproject.toml", "README.md", "requirements.lock", "src/mlserve/__init__.py"):
         assert (context / name).is_file(), name
     assert not list(context.rglob("__pycache__"))
@@ -101,8 +111,56 @@ def test_build_refuses_an_unknown_version(home: Path, iris: str, tmp_path: Path)
     assert not (tmp_path / "c").exists()
 
 
-def test_podman_keeps_the_healthcheck_and_gets_base_and_ca() -> None:
-    options = BuildOptions(tag="t:1", base="debian:bookworm", ca_bundle=Path("/ca.pem"))
+def test_build_installs_the_extras_of_the_baked_versions_frameworks(
+    home: Path,
+    iris: str,
+    tmp_path: Path,
+    iris_frame: pd.DataFrame,
+    new_version: NewVersion,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    booster = xgboost.XGBClassifier(n_estimators=2, max_depth=2)
+    booster.fit(iris_frame[IRIS_FEATURES], iris_frame["species"].astype("category").cat.codes)
+    booster.save_model(tmp_path / "boost.json")
+    # Registered as `mlserve register boost.json` records it (framework xgboost); building never
+    # loads the model, so this host needs no xgboost runtime.
+    store = RegistryStore(
+        f"sqlite:///{home / 'registry.db'}", str(home / "artifacts"), home / "cache"
+    )
+    try:
+        store.register_version(
+            "boost", tmp_path / "boost.json", replace(new_version, framework="xgboost")
+        )
+    finally:
+        store.close()
+    context = tmp_path / "context"
+    build = ["build", "iris:1", "boost", "iris:2", "--tag", "mixed:1", "--engine", "none"]
+    assert run(["--home", str(home), *build, "--output", str(context)]) == 0
+    out = capsys.readouterr().out
+    command = f"docker build --tag mixed:1 --build-arg EXTRAS=postgres,s3,xgboost {context}"
+    assert command in out
+    assert hadolint((context / "Dockerfile").read_text(encoding="utf-8")) == ""
+
+
+def test_image_extras_start_from_the_dockerfiles_default_and_add_each_runtimes_once() -> None:
+    assert "ARG EXTRAS=postgres,s3\n" in dockerfile()
+    assert default_extras() == ("postgres", "s3")
+    assert image_extras([]) == ("postgres", "s3")
+    assert image_extras(["sklearn", "python"]) == ("postgres", "s3")
+    frameworks = ["onnx", "sklearn", "xgboost", "onnx", "lightgbm", "mlflow"]
+    assert image_extras(frameworks) == (
+        "postgres", "s3", "onnx", "xgboost", "lightgbm", "mlflow",
+    )  # fmt: skip
+    for framework, spec in RUNTIMES.items():
+        assert spec.extra is None or spec.extra in image_extras([framework])
+    with pytest.raises(ArtifactError, match="'caffe'"):
+        image_extras(["caffe"])
+
+
+def test_podman_keeps_the_healthcheck_and_gets_base_ca_and_extras() -> None:
+    options = BuildOptions(
+        tag="t:1", base="debian:bookworm", ca_bundle=Path("/ca.pem"), extras=("postgres", "onnx")
+    )
     assert build_command("podman", Path("/ctx"), options) == [
         "podman",
         "build",
@@ -112,10 +170,14 @@ def test_podman_keeps_the_healthcheck_and_gets_base_and_ca() -> None:
         "t:1",
         "--build-arg",
         "BASE=debian:bookworm",
+        "--build-arg",
+        "EXTRAS=postgres,onnx",
         "--secret",
         "id=ca,src=/ca.pem",
         "/ctx",
     ]
+    # No extras given: the Dockerfile's own default applies.
+    assert "--build-arg" not in build_command("docker", Path("/ctx"), BuildOptions(tag="t"))
 
 
 def test_the_dockerfile_is_hadolint_clean_and_says_what_the_manifests_assume() -> None:
@@ -128,3 +190,4 @@ def test_the_dockerfile_is_hadolint_clean_and_says_what_the_manifests_assume() -
     assert LIVE_PATH not in text
     assert "MLSERVE_PORT=8080" in text
     assert "ARG BASE=" in text
+    assert "ARG EXTRAS=" in text.split("AS build", 1)[1].split("RUN", 1)[0]  # the build stage's
