@@ -10,7 +10,11 @@ if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
   # MLServer 1.7.1 workers call asyncio.get_event_loop(), which uvloop 0.21+ refuses.
   "$here/.venvs/mlserver/bin/pip" install --quiet "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "uvloop<0.21"
 fi
+if [ ! -d "$here/.venvs/mlserver/lib/python3.11/site-packages/mlserver_xgboost" ]; then
+  "$here/.venvs/mlserver/bin/pip" install --quiet "mlserver-xgboost==1.7.1" "mlserver-lightgbm==1.7.1"
+fi
 "$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
+"$here/../.venv/bin/python" "$here/frameworks_bench.py"
 "$here/../.venv/bin/python" "$here/grpc_bench.py"
 "$here/../.venv/bin/python" "$here/batch_bench.py"
 "$here/../.venv/bin/python" "$here/swap_bench.py"
