@@ -220,7 +220,7 @@ def _import_model_module(folder: Path) -> ModuleType:
             ) from exc
         finally:
             sys.path.remove(str(folder))
-            for imported in [n for n in sys.modules if _is_among(n, siblings)]:
+            for imported in [n for n in list(sys.modules) if _is_among(n, siblings)]:
                 del sys.modules[imported]
             sys.modules.update(hidden)
     return module

@@ -105,10 +105,12 @@ def _item(request_id: Any, label: Any, row: Any, prefix: str, index: str) -> Fee
 
 def check_labels(versions: Sequence[ServedVersion], items: Sequence[FeedbackItem]) -> None:
     """Refuse labels the model cannot have: unknown classes for classifiers, non-numbers for
-    regressors. Judged by the loaded versions when they agree on a task; else not at all."""
+    regressors. Judged by the loaded versions when they agree on a task (and, for classifiers,
+    know their classes: an MLflow pyfunc's signature may say labels without listing them); else
+    not at all."""
     tasks = {task_of(m) for m in versions}
-    if tasks == {"classification"}:
-        allowed = {class_key(c) for m in versions for c in m.class_labels}
+    allowed = {class_key(c) for m in versions for c in m.class_labels}
+    if tasks == {"classification"} and allowed:
         for index, item in enumerate(items):
             if class_key(item.label) not in allowed:
                 shown = ", ".join(sorted(allowed)[:10])
