@@ -342,6 +342,8 @@ def test_train_on_a_frame_registers_a_model_that_loads(project: Path) -> None:
     assert 0.5 < result.metrics["accuracy"] <= 1.0
     assert result.run is not None
     assert result.run.version == 1
+    # The frame itself is trained on: the run names it, not a file that no longer exists.
+    assert result.run.data_path == f"a DataFrame of {len(frame)} rows"
 
     model = mlserve.load("churn")  # the production alias
     predictions = model.predict(frame)

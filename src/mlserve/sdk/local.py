@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import pyarrow as pa
 
-from mlserve.errors import DatasetError, InvalidInput
+from mlserve.errors import InvalidInput
 from mlserve.inputs import InputPolicy
 from mlserve.registry import ModelVersion
 from mlserve.registry.opening import open_registry
@@ -147,25 +146,23 @@ def train(
         raise InvalidInput(f"model format must be joblib or skops, got {model_format!r}")
     store = open_registry(settings)
     try:
-        with tempfile.TemporaryDirectory(prefix="mlserve-train-") as tmp:
-            path = _data_file(data, Path(tmp) / f"{name}.parquet")
-            request = TrainRequest(
-                data=path,
-                target=target,
-                name=name,
-                estimator=estimator,
-                task=task,
-                test_size=test_size,
-                seed=seed,
-                alias=alias,
-                drop=(drop,) if isinstance(drop, str) else tuple(drop),
-                model_format=model_format,
-                description=description,
-                require_better=(
-                    settings.train_require_better if require_better is None else require_better
-                ),
-            )
-            return run_training(store, request)
+        request = TrainRequest(
+            data=data if isinstance(data, pd.DataFrame) else Path(data),
+            target=target,
+            name=name,
+            estimator=estimator,
+            task=task,
+            test_size=test_size,
+            seed=seed,
+            alias=alias,
+            drop=(drop,) if isinstance(drop, str) else tuple(drop),
+            model_format=model_format,
+            description=description,
+            require_better=(
+                settings.train_require_better if require_better is None else require_better
+            ),
+        )
+        return run_training(store, request)
     finally:
         store.close()
 
@@ -178,15 +175,3 @@ def _model_path(model: Any, folder: Path, *, safe: bool) -> tuple[Path, str | No
         return Path(model), None
     saved = save_model(model, folder, safe=safe)
     return saved.path, saved.framework
-
-
-def _data_file(data: pd.DataFrame | str | Path, path: Path) -> Path:
-    """The training data as a file: a path as it is, a frame written to ``path`` (Parquet keeps
-    its dtypes, categories and missing values as they are)."""
-    if not isinstance(data, pd.DataFrame):
-        return Path(data)
-    try:
-        data.to_parquet(path, index=False)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise DatasetError(f"the training frame cannot be stored as Parquet: {exc}") from None
-    return path

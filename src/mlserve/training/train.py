@@ -68,7 +68,8 @@ MAX_ONE_HOT_CATEGORIES = 50
 class TrainRequest:
     """Everything `mlserve train` was asked to do."""
 
-    data: Path
+    data: Path | pd.DataFrame
+    """A CSV or Parquet file, or (from the Python SDK) the frame itself."""
     target: str
     name: str | None = None
     estimator: str | None = None
@@ -104,9 +105,20 @@ class TrainResult:
         return is_better(metric, self.metrics[metric], self.baseline_metrics[metric])
 
 
+def _data_label(request: TrainRequest) -> str:
+    """The data as runs record and errors name it: its path, or that it was a frame in memory."""
+    if isinstance(request.data, pd.DataFrame):
+        return f"a DataFrame of {len(request.data)} rows"
+    return str(request.data)
+
+
 def load_training_frame(request: TrainRequest) -> tuple[pd.DataFrame, ValidationReport]:
     """Read and validate; raises DatasetError listing every blocking problem at once."""
-    frame = read_dataset(request.data)
+    frame = (
+        request.data.copy()
+        if isinstance(request.data, pd.DataFrame)
+        else read_dataset(request.data)
+    )
     unknown = [c for c in request.drop if c not in frame.columns]
     if unknown:
         raise DatasetError(f"--drop names unknown column(s): {', '.join(unknown)}")
@@ -114,7 +126,7 @@ def load_training_frame(request: TrainRequest) -> tuple[pd.DataFrame, Validation
     report = validate_dataset(frame, request.target, request.task)
     if report.errors:
         raise DatasetError(
-            f"{request.data} cannot be trained on: {len(report.errors)} problem(s)",
+            f"{_data_label(request)} cannot be trained on: {len(report.errors)} problem(s)",
             [p.message for p in report.errors],
         )
     return frame, report
@@ -181,7 +193,9 @@ def train(
 ) -> TrainResult:
     """Validate, train, evaluate against a baseline, register and record the run."""
     started, clock = datetime.now(UTC), time.perf_counter()
-    name = request.name or request.data.stem
+    if request.name is None and isinstance(request.data, pd.DataFrame):
+        raise InvalidInput("a model trained on a DataFrame needs a name")
+    name = request.name or Path(str(request.data)).stem
     on_step("reading and validating data")
     frame, report = load_training_frame(request)
     _check_same_target(store, name, request.target)
@@ -270,7 +284,7 @@ def train(
             params=params,
             metrics=metrics,
             baseline_metrics=baseline_metrics,
-            data_path=str(request.data),
+            data_path=_data_label(request),
             data_fingerprint=version.data_fingerprint,
             rows_train=len(x_train),
             rows_test=len(x_test),
