@@ -67,13 +67,16 @@ import mlserve
 
 if not mlserve.__file__.startswith(sys.prefix):
     sys.exit(f"mlserve was imported from {mlserve.__file__}, not from the venv")
+from mlserve.runtimes.loader import RUNTIMES
+
 # env runs a migration when imported (Alembic's script), __main__ runs the command line;
-# drift_report needs the `reports` extra (matplotlib), which `mlserve drift --html` asks for.
+# drift_report needs the `reports` extra (matplotlib), which `mlserve drift --html` asks for;
+# the runtimes of frameworks that are extras import their framework (loaded only on demand).
 skipped = {
     "mlserve.__main__",
     "mlserve.registry.migrations.env",
     "mlserve.monitoring.drift_report",
-}
+} | {f"mlserve.runtimes.{spec.module}" for spec in RUNTIMES.values() if spec.packages}
 for module in pkgutil.walk_packages(mlserve.__path__, "mlserve."):
     if module.name not in skipped:
         importlib.import_module(module.name)
@@ -109,5 +112,15 @@ assert list(written.columns[:1]) == ["prediction"], written.columns
 assert written["prediction"].tolist() == expected.tolist(), (written, expected)
 assert set(written["model_version"]) == {"tiny:1"}, written["model_version"]
 EOF
+
+step "a framework whose extra is not installed: one line naming it, exit 6"
+printf '{}' > booster.json
+set +e
+"$bin/mlserve" register booster.json --name boosted >out.txt 2>err.txt
+code=$?
+set -e
+[[ $code -eq 6 ]] || fail "mlserve register of an XGBoost file without xgboost exited $code, not 6"
+[[ $(wc -l <err.txt) -eq 1 ]] && grep -q "pip install 'mlserve\[xgboost\]'" err.txt \
+  || fail "the missing-extra error is not one line naming the extra: $(cat err.txt)"
 
 step "passed in $((SECONDS - started)) s"
