@@ -7,10 +7,12 @@ import contextlib
 import contextvars
 import io
 import logging
+import os
 import random
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +72,21 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
+    def format_deferred(self, deferred: Deferred) -> str:
+        """The line :meth:`format` would give an INFO record of ``deferred`` (see ``log_info``):
+        its ``fields`` are the record's ``extra``, so they win over the request context."""
+        created, logger, message, request_id, fields = deferred
+        entry: dict[str, Any] = {
+            "timestamp": self._timestamp(created),
+            "level": "INFO",
+            "logger": logger,
+            "message": message,
+        }
+        if request_id is not None:
+            entry["request_id"] = request_id
+        entry.update(fields)
+        return orjson.dumps(entry, default=str).decode()
+
     def _timestamp(self, created: float) -> str:
         """ISO 8601 in UTC with milliseconds; the part up to the second is formatted once."""
         second = int(created)
@@ -110,6 +127,13 @@ class TextFormatter(logging.Formatter):
         return f"{head}  {' '.join(pairs)}{newline}{rest}"
 
 
+Deferred = tuple[float, str, str, str | None, dict[str, Any]]
+"""An INFO line to format later: (time.time(), logger name, message, request id, fields)."""
+
+DEFERRED_PER_WRITE = 128
+"""Deferred lines formatted per write; the timer thread offers the core between two writes."""
+
+
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler whose lines reach the stream in batches: at most ``interval_s`` late, at
     once for warnings and errors, and at exit (logging.shutdown flushes every handler).
@@ -118,17 +142,54 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     line, and the access log writes a line a request: measured 25-40 us of a ~370 us one-row
     request on one core (bench/results/serving.md). Writing through a buffer the size of many
     lines and flushing from a timer thread takes the system call off the request path.
+
+    With a JSON formatter it also takes INFO lines to format later (:func:`log_info`, used by
+    the access log): the request path then pays for a tuple, not for a LogRecord, the
+    formatter and the handler's lock, and the timer thread formats the lines in a batch. Lines
+    keep their order: a line logged normally first writes every deferred line before it.
     """
 
     def __init__(self, stream: Any, interval_s: float = 0.2) -> None:
         super().__init__(_buffered(stream))
         self._interval_s = interval_s
         self._stopped = threading.Event()
+        self._deferred: deque[Deferred] = deque()
         threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True).start()
 
+    def takes_deferred(self, logger: logging.Logger) -> bool:
+        """True when an INFO line of ``logger`` would reach only this handler, unfiltered, and
+        JSON-formatted: then :meth:`defer` gives the same line as ``logger.info``."""
+        if not (
+            isinstance(self.formatter, JsonFormatter)
+            and not self.filters
+            and self.level <= logging.INFO
+            and logger.isEnabledFor(logging.INFO)
+            and not logger.filters
+        ):
+            return False
+        current: logging.Logger | None = logger
+        while current is not None:
+            if current.handlers:
+                return current.handlers == [self] and current.parent is None
+            if not current.propagate:
+                return False
+            current = current.parent
+        return False
+
+    @property
+    def deferred_lines(self) -> int:
+        """Deferred lines not yet written."""
+        return len(self._deferred)
+
+    def defer(self, deferred: Deferred) -> None:
+        """Queue a line to format at the next flush (thread-safe: deque appends are atomic)."""
+        self._deferred.append(deferred)
+
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the record; flush only for a warning or worse."""
+        """Write the record (after any deferred lines); flush only for a warning or worse."""
         try:
+            if self._deferred:
+                self._write_deferred()
             self.stream.write(self.format(record) + self.terminator)
             if record.levelno >= logging.WARNING:
                 self.stream.flush()
@@ -136,6 +197,31 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             raise
         except Exception:
             self.handleError(record)
+
+    def flush(self) -> None:
+        """Write the deferred lines, then flush the stream."""
+        self._drain(offer_core=False)
+        super().flush()
+
+    def _drain(self, *, offer_core: bool) -> None:
+        """Format and write every deferred line, DEFERRED_PER_WRITE at a time under the lock;
+        with ``offer_core``, yield the core between two writes (the event loop may be waiting
+        for it, as in ``predlog_store.yield_cpu``)."""
+        while self._deferred:
+            with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+                self._write_deferred(DEFERRED_PER_WRITE)
+            if offer_core and self._deferred:
+                os.sched_yield()
+
+    def _write_deferred(self, most: int | None = None) -> None:
+        """Under the lock: format and write deferred lines, all or at most ``most``."""
+        formatter = self.formatter
+        assert isinstance(formatter, JsonFormatter)  # takes_deferred accepts no other
+        pending = self._deferred
+        count = len(pending) if most is None else min(len(pending), most)
+        lines = [formatter.format_deferred(pending.popleft()) for _ in range(count)]
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
 
     def close(self) -> None:
         """Flush what is buffered and stop the timer thread."""
@@ -147,9 +233,28 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _flush_every_interval(self) -> None:
         while not self._stopped.wait(self._interval_s):
             try:
-                self.flush()  # takes the handler's lock: never mid-line
+                self._drain(offer_core=True)
+                super().flush()  # takes the handler's lock: never mid-line
             except (OSError, ValueError):  # the stream was closed under us: nothing to do
                 return
+
+
+def log_info(
+    logger: logging.Logger, message: str, request_id: str | None, fields: dict[str, Any]
+) -> None:
+    """``logger.info(message, extra=fields)`` for a line logged once a request (the access
+    log), formatted later in a batch when the root handler takes deferred lines (see
+    BufferedStreamHandler), else logged as usual. ``request_id`` is the request's, as the
+    formatter would read it from the context."""
+    handlers = logging.root.handlers
+    if (
+        len(handlers) == 1
+        and isinstance(handler := handlers[0], BufferedStreamHandler)
+        and handler.takes_deferred(logger)
+    ):
+        handler.defer((time.time(), logger.name, message, request_id, fields))
+    else:
+        logger.info(message, extra=fields)
 
 
 def flush_logs() -> None:

@@ -99,6 +99,10 @@ class PendingPrediction:
         return len(self.inputs)
 
 
+DEPTH_EVERY = 64
+"""The request path sets the queue-depth gauge every this many records (the writer sets it
+after every batch)."""
+
 DOWN_AFTER_FAILURES = 2
 """Consecutive failed writes after which the database counts as down (one failure may be a
 lock held a moment too long by another writer of the same SQLite file)."""
@@ -225,6 +229,8 @@ class PredictionLogWriter:
         """Rows taken from the queue and not yet written (part of the depth)."""
         self._database_down = False
         """True from a failed write until one succeeds: a full queue then drops, never blocks."""
+        self._queue_rows = config.queue_rows
+        self._batch_rows = config.batch_rows
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -237,12 +243,12 @@ class PredictionLogWriter:
 
         False means the queue is full in ``block`` mode: await :meth:`put` then.
         """
-        rows = item.rows
+        rows = len(item.inputs)
         with self._cond:
             if self._closing:
                 self._lose(item, "closed")
                 return True
-            fits = self._rows + rows <= self._config.queue_rows or not self._items
+            fits = self._rows + rows <= self._queue_rows or not self._items
             if fits:
                 self._append(item, rows)
         if fits:
@@ -287,13 +293,15 @@ class PredictionLogWriter:
 
     def _append(self, item: PendingPrediction, rows: int) -> None:
         """Under the lock: queue the item and wake the writer if it sleeps or a batch is full."""
-        self._enqueued_seq += 1
-        self._items.append((self._enqueued_seq, item))
+        seq = self._enqueued_seq = self._enqueued_seq + 1
+        self._items.append((seq, item))
         self._rows += rows
         # Set here too, not only by the writer: a write stuck on a locked database must not
-        # hide the backlog growing behind it.
-        self._depth.set(self._rows + self._writing)
-        if self._idle or self._rows >= self._config.batch_rows:
+        # hide the backlog growing behind it. Every DEPTH_EVERY records: a gauge's lock a
+        # request costs more than a backlog 64 records stale.
+        if not seq % DEPTH_EVERY:
+            self._depth.set(self._rows + self._writing)
+        if self._idle or self._rows >= self._batch_rows:
             self._cond.notify_all()
 
     def _lose(self, item: PendingPrediction, reason: str) -> None:

@@ -160,6 +160,13 @@ class PredictionServices:
         writer = self.prediction_log
         if writer is None or writer.offer(item):
             return
+        await self.wait_to_log(item)
+
+    async def wait_to_log(self, item: PendingPrediction) -> None:
+        """Queue ``item`` once the full prediction log has room (after ``offer`` said no);
+        raises Overloaded when the wait outlasts the request."""
+        writer = self.prediction_log
+        assert writer is not None  # offered to it first
         try:
             await writer.put(item)
         except Overloaded:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.errors import PayloadTooLarge
-from mlserve.logging import model_var, new_request_id, request_id_var, version_var
+from mlserve.logging import log_info, model_var, new_request_id, request_id_var, version_var
 from mlserve.monitoring.metrics import ServingMetrics
 from mlserve.serving.access import AccessKeys
 from mlserve.serving.docs import DOCS_ASSETS
@@ -148,9 +148,11 @@ class ObservabilityMiddleware:
         if info.protocol != "other" or path == "/metrics":
             self._requests.observe(info.model, info.version, info.protocol, status, elapsed)
         if self.config.access_log:
-            log.info(
+            log_info(
+                log,
                 "request",
-                extra={
+                info.request_id,
+                {
                     "method": scope["method"],
                     "path": path,
                     "status": status,

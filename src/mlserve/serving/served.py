@@ -248,14 +248,18 @@ class ServedVersion:
             proba=results.get(PREDICT_PROBA),
             classes=self.class_labels,
             latency_ms=(time.perf_counter() - started) * 1000,
-            unknown_categories={
-                feature: np.flatnonzero(mask).tolist()
-                for feature, mask in rows.unknown_categories.items()
-            },
+            unknown_categories=(
+                {
+                    feature: np.flatnonzero(mask).tolist()
+                    for feature, mask in rows.unknown_categories.items()
+                }
+                if rows.unknown_categories
+                else {}
+            ),
             route=route,
         )
-        if sampled:
-            await self._services.log(item)
+        if sampled and not writer.offer(item):  # full, in block mode: wait for room
+            await self._services.wait_to_log(item)
         return item  # a cache keeps it, to log the requests it answers
 
     def _count_unknown(self, unknown: dict[str, np.ndarray]) -> None:
