@@ -5,6 +5,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 if ! command -v wrk >/dev/null || ! command -v redis-server >/dev/null; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk redis-server
 fi
+# nginx answers a fixed body: the HTTP limit on one core, beside the floor (Debian 12's package).
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx
+fi
 if [ ! -x "$here/.venvs/mlserver/bin/mlserver" ]; then
   python3 -m venv "$here/.venvs/mlserver"
   # MLServer 1.7.1 workers call asyncio.get_event_loop(), which uvloop 0.21+ refuses.

@@ -1,5 +1,8 @@
 """Serving benchmark: mlserve against MLServer and a hand-written floor, side by side.
 
+Two references answer a fixed body without parsing it: a raw ASGI app under uvicorn (the Python
+HTTP limit) and nginx (the HTTP limit on one core).
+
 Each server runs alone, pinned to core 0; wrk runs pinned to core 1. Servers are started one at
 a time and interleaved over several rounds; the table shows medians. Run through `make bench`.
 """
@@ -33,6 +36,12 @@ WORK = HERE / ".work"
 MLSERVE = ROOT / ".venv" / "bin" / "mlserve"
 UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
 MLSERVER = HERE / ".venvs" / "mlserver" / "bin" / "mlserver"
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+# What the fixed-body references answer: the floor's answer to one row.
+FIXED_ANSWER = '{"outputs":[{"name":"predict","shape":[1],"datatype":"INT64","data":[1]}]}'
+UVICORN_FLAGS = [
+    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+]  # fmt: skip
 
 SCENARIOS = [("1 row", 1, 1), ("1 row", 1, 8), ("1 row", 1, 64), ("100 rows", 100, 8)]
 
@@ -42,9 +51,14 @@ class Server:
     """How to start one server configuration and where it answers."""
 
     name: str
-    kind: str  # mlserve | mlserver | floor
+    kind: str  # mlserve | mlserver | floor | raw_asgi | nginx
     env: dict[str, str] = field(default_factory=dict)
     batching: bool = False
+    fixed_body: bool = False  # answers the same body whatever it is sent: no answer check
+
+
+RAW_ASGI = "raw ASGI (uvicorn, fixed body)"
+NGINX_NAME = "nginx (fixed body)"
 
 
 SERVERS = [
@@ -66,6 +80,8 @@ SERVERS = [
     Server("MLServer 1.7.1 (default)", "mlserver"),
     Server("MLServer 1.7.1 (adaptive batching)", "mlserver", batching=True),
     Server("floor (uvicorn+orjson+predict)", "floor"),
+    Server(RAW_ASGI, "raw_asgi", fixed_body=True),
+    Server(NGINX_NAME, "nginx", fixed_body=True),
 ]
 
 
@@ -128,6 +144,39 @@ def mlserver_repo(name: str, path: Path, batching: bool, port: int) -> Path:
     return repo
 
 
+def nginx_command(port: int) -> list[str]:
+    """Write a one-worker nginx config answering FIXED_ANSWER; everything it writes stays in WORK."""
+    prefix = WORK / "nginx"
+    prefix.mkdir(parents=True, exist_ok=True)
+    temp = "\n".join(
+        f"  {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  default_type application/json;
+  client_body_buffer_size 64k;
+{temp}
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    # return discards the request body (read and dropped, never buffered to disk).
+    location / {{ return 200 '{FIXED_ANSWER}'; }}
+  }}
+}}
+"""
+    )
+    assert NGINX is not None
+    return [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf),
+            "-g", "daemon off;"]  # fmt: skip
+
+
 def start(
     server: Server, model: str, path: Path, project: Path, port: int
 ) -> subprocess.Popen[bytes]:
@@ -139,12 +188,15 @@ def start(
         repo = mlserver_repo(model, path, server.batching, port)
         command = [str(MLSERVER), "start", str(repo)]
         cwd = repo
+    elif server.kind == "nginx":
+        command = nginx_command(port)
+        cwd = WORK
+    elif server.kind == "raw_asgi":
+        command = [str(UVICORN), "raw_asgi_app:app", "--port", str(port), *UVICORN_FLAGS]
+        cwd = HERE
     else:
         env["MODEL_PATH"] = str(path)
-        command = [
-            str(UVICORN), "floor_app:app", "--port", str(port), "--loop", "uvloop",
-            "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
+        command = [str(UVICORN), "floor_app:app", "--port", str(port), *UVICORN_FLAGS]
         cwd = HERE
     log = (WORK / f"{server.kind}.log").open("ab")
     return subprocess.Popen(
@@ -163,7 +215,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def infer_path(server: Server, model: str) -> str:
-    return "/" if server.kind == "floor" else f"/v2/models/{model.lower()}/infer"
+    if server.kind in ("mlserve", "mlserver"):
+        return f"/v2/models/{model.lower()}/infer"
+    return "/"
 
 
 def body(rows: np.ndarray) -> bytes:
@@ -257,6 +311,9 @@ def main() -> None:
     if not MLSERVER.exists():
         servers = [s for s in servers if s.kind != "mlserver"]
         print("MLServer venv missing: skipping MLServer (make bench installs it)", file=sys.stderr)
+    if NGINX is None:
+        servers = [s for s in servers if s.kind != "nginx"]
+        print("nginx missing: skipping nginx (make bench installs it)", file=sys.stderr)
     models = train_models()
     project = register_in_mlserve(models)
     results: dict[tuple[str, str, int, int], list[dict[str, float]]] = {}
@@ -267,7 +324,8 @@ def main() -> None:
                 process = start(server, model_name, path, project, port)
                 try:
                     wait_ready(port, server, model_name, body(x[:1]))
-                    check_answer(port, server, model_name, model, x[:100])
+                    if not server.fixed_body:
+                        check_answer(port, server, model_name, model, x[:100])
                     run_wrk(port, infer_path(server, model_name), body(x[:1]), 8, 2)  # warm-up
                     for label, rows, connections in SCENARIOS:
                         payload = body(np.resize(x, (rows, x.shape[1])))
@@ -306,8 +364,9 @@ def write_table(results, models, servers, args) -> None:  # type: ignore[no-unty
     ]
     ratios = [
         "",
-        "| model | scenario | mlserve config | vs MLServer best (req/s) | vs floor (req/s) | p50 vs floor | p99 vs floor |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| model | scenario | mlserve config | vs MLServer best (req/s) | vs floor (req/s) | p50 vs floor | p99 vs floor "
+        "| vs raw ASGI (req/s) | vs nginx (req/s) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model_name in models:
         for label, rows, connections in SCENARIOS:
@@ -327,6 +386,7 @@ def write_table(results, models, servers, args) -> None:  # type: ignore[no-unty
                 if s.kind == "mlserver" and (model_name, s.name, rows, connections) in results
             ]
             floor_key = (model_name, "floor (uvicorn+orjson+predict)", rows, connections)
+            limit_keys = [(model_name, name, rows, connections) for name in (RAW_ASGI, NGINX_NAME)]
             for server in servers:
                 key = (model_name, server.name, rows, connections)
                 if server.kind != "mlserve" or key not in results:
@@ -339,8 +399,12 @@ def write_table(results, models, servers, args) -> None:  # type: ignore[no-unty
                     p99 = f"{median(key, 'p99_ms') / median(floor_key, 'p99_ms'):.2f}x"
                 else:
                     vs_floor = p50 = p99 = "-"
+                vs_limits = " | ".join(
+                    f"{rps / median(k, 'rps'):.2f}x" if k in results else "-" for k in limit_keys
+                )
                 ratios.append(
-                    f"| {model_name} | {scenario} | {server.name} | {vs_mlserver} | {vs_floor} | {p50} | {p99} |"
+                    f"| {model_name} | {scenario} | {server.name} | {vs_mlserver} | {vs_floor} | {p50} | {p99} "
+                    f"| {vs_limits} |"
                 )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines + ratios) + "\n")
