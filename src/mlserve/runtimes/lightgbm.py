@@ -18,7 +18,7 @@ import numpy as np
 
 from mlserve.errors import ArtifactError, InvalidInput
 from mlserve.runtimes.base import Batch, ModelFacts
-from mlserve.runtimes.numeric import numeric_matrix, numeric_names
+from mlserve.runtimes.numeric import booster_names, numeric_matrix
 from mlserve.runtimes.sklearn import PICKLE_SUFFIXES, load_sklearn, plain
 from mlserve.types import Signature, VersionManifest
 
@@ -120,17 +120,7 @@ class LightGBMRuntime:
         """Serve ``model`` under ``signature``; raises ArtifactError when they do not fit."""
         self._model = model
         self.signature = signature
-        self._names = numeric_names(signature, self.framework)
-        if len(self._names) != model.n_features:
-            raise ArtifactError(
-                f"the LightGBM model takes {model.n_features} features, the signature names "
-                f"{len(self._names)}"
-            )
-        if model.feature_names is not None and list(model.feature_names) != self._names:
-            raise ArtifactError(
-                "the LightGBM model's feature names differ from the signature's: "
-                f"{', '.join(model.feature_names[:5])} against {', '.join(self._names[:5])}"
-            )
+        self._names = booster_names(signature, "LightGBM", model.n_features, model.feature_names)
         self._classes: list[object] = list(model.classes)
         self._labels = np.asarray(self._classes)
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -21,6 +23,24 @@ def numeric_names(signature: Signature, framework: str) -> list[str]:
             f"categorical one(s): {', '.join(text[:5])}"
         )
     return signature.feature_names
+
+
+def booster_names(
+    signature: Signature, framework: str, n_features: int, feature_names: Sequence[str] | None
+) -> list[str]:
+    """The signature's feature names for a booster that takes ``n_features`` numbers (named
+    ``feature_names``, when it kept names); raises ArtifactError when they do not fit."""
+    names = numeric_names(signature, framework)
+    if len(names) != n_features:
+        raise ArtifactError(
+            f"the {framework} model takes {n_features} features, the signature names {len(names)}"
+        )
+    if feature_names is not None and list(feature_names) != names:
+        raise ArtifactError(
+            f"the {framework} model's feature names differ from the signature's: "
+            f"{', '.join(feature_names[:5])} against {', '.join(names[:5])}"
+        )
+    return names
 
 
 def numeric_matrix(batch: Batch, names: list[str]) -> np.ndarray:

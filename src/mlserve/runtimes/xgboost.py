@@ -23,7 +23,7 @@ from scipy.special import softmax
 
 from mlserve.errors import ArtifactError, InvalidInput
 from mlserve.runtimes.base import Batch, ModelFacts
-from mlserve.runtimes.numeric import numeric_matrix, numeric_names
+from mlserve.runtimes.numeric import booster_names, numeric_matrix
 from mlserve.runtimes.sklearn import PICKLE_SUFFIXES, load_sklearn, plain
 from mlserve.types import Signature, VersionManifest
 
@@ -144,17 +144,7 @@ class XGBoostRuntime:
         """Serve ``model`` under ``signature``; raises ArtifactError when they do not fit."""
         self._model = model
         self.signature = signature
-        self._names = numeric_names(signature, self.framework)
-        if len(self._names) != model.n_features:
-            raise ArtifactError(
-                f"the XGBoost model takes {model.n_features} features, the signature names "
-                f"{len(self._names)}"
-            )
-        if model.feature_names is not None and list(model.feature_names) != self._names:
-            raise ArtifactError(
-                "the XGBoost model's feature names differ from the signature's: "
-                f"{', '.join(model.feature_names[:5])} against {', '.join(self._names[:5])}"
-            )
+        self._names = booster_names(signature, "XGBoost", model.n_features, model.feature_names)
         self._classes: list[object] = list(model.classes)
         self._labels = np.asarray(self._classes)
         self._lock = threading.Lock()
