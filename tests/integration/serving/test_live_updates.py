@@ -160,8 +160,13 @@ def load_counts(server: LiveServer) -> Counter[str]:
 
 
 def fail_with_log(server: LiveServer, message: str) -> None:
-    """Fail the test with the end of the server's stderr."""
-    raise AssertionError(f"{message}\n--- server stderr ---\n{server.stderr()[-4000:]}")
+    """Fail the test with the end of the server's stderr, access lines left out (under load
+    they would crowd out the reload and registry lines that say what went wrong)."""
+    lines = [
+        line for line in server.stderr().splitlines() if '"logger":"mlserve.access"' not in line
+    ]
+    tail = "\n".join(lines)[-6000:]
+    raise AssertionError(f"{message}; loads {dict(load_counts(server))}\n--- stderr ---\n{tail}")
 
 
 def wait_until_answering(
