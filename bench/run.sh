@@ -18,6 +18,7 @@ if [ ! -d "$here/.venvs/mlserver/lib/python3.11/site-packages/mlserver_xgboost" 
   "$here/.venvs/mlserver/bin/pip" install --quiet "mlserver-xgboost==1.7.1" "mlserver-lightgbm==1.7.1"
 fi
 "$here/../.venv/bin/python" "$here/serve_bench.py" "$@"
+"$here/../.venv/bin/python" "$here/coldstart_bench.py"
 "$here/../.venv/bin/python" "$here/frameworks_bench.py"
 "$here/../.venv/bin/python" "$here/grpc_bench.py"
 "$here/../.venv/bin/python" "$here/batch_bench.py"

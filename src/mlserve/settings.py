@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -360,6 +359,8 @@ def _check_config_file(path: Path) -> None:
     """Reject an unreadable mlserve.yaml, or one with keys that are not settings (typos)."""
     if not path.is_file():
         return
+    import yaml  # here: most servers and commands run without a settings file
+
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -214,3 +214,11 @@ def test_the_load_probe_tells_a_kernel_from_another_forests_answers() -> None:
         kernel = ForestKernel(forest)
         assert kernel.agrees_with(forest)
         assert not kernel.agrees_with(other)
+
+
+def test_the_runtime_imports_the_forest_kernel_for_exactly_the_forest_classes() -> None:
+    # The runtime tells forests by class name, to import scikit-learn's ensembles only for them.
+    from mlserve.runtimes.forest import FORESTS
+    from mlserve.runtimes.sklearn import FOREST_CLASS_NAMES
+
+    assert {cls.__name__ for cls in FORESTS} == FOREST_CLASS_NAMES

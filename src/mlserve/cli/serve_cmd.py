@@ -54,21 +54,22 @@ def serve(
 
     Example: [bold]mlserve serve churn@production --port 8080[/bold]
     """
+    cli = context(ctx)
+    if all_models and model_dir is not None:
+        raise ConfigError("--all serves the registry; it cannot be combined with --model-dir")
+    # Settings before the web stack: pydantic reads the Settings class's field docstrings by
+    # walking sys.modules, which takes three times as long once the web stack is imported.
+    settings = cli.settings(host=host, port=port, workers=workers, grpc_port=grpc_port)
     # Imported here: the web stack takes a second to import; other commands need not.
     from mlserve.serving import (
         ServeOptions,
         build_app,
-        check_grpc_port,
         check_http_port,
         serve_single,
         serve_workers,
         warn_if_exposed,
     )
 
-    cli = context(ctx)
-    if all_models and model_dir is not None:
-        raise ConfigError("--all serves the registry; it cannot be combined with --model-dir")
-    settings = cli.settings(host=host, port=port, workers=workers, grpc_port=grpc_port)
     configure_logging(settings.log_level, settings.log_format)
     options = ServeOptions(
         host=settings.host,
@@ -97,16 +98,23 @@ def serve(
         build_app(settings, list(refs or []), model_dir, follow_all=all_models)
         check_http_port(settings.host, settings.port)
         if settings.grpc_port:
-            check_grpc_port(settings.host, settings.grpc_port)
+            _check_grpc_port(settings.host, settings.grpc_port)
         _print_banner(settings, refs, model_dir, all_models=all_models)
         serve_workers(FACTORY, options, spec, env)
         return
     app = build_app(settings, list(refs or []), model_dir, follow_all=all_models)
     check_http_port(settings.host, settings.port)
     if settings.grpc_port:
-        check_grpc_port(settings.host, settings.grpc_port)
+        _check_grpc_port(settings.host, settings.grpc_port)
     _print_banner(settings, refs, model_dir, all_models=all_models)
     serve_single(app, options)
+
+
+def _check_grpc_port(host: str, port: int) -> None:
+    """The gRPC port check, imported only when gRPC is on (grpc takes a while to import)."""
+    from mlserve.serving import check_grpc_port
+
+    check_grpc_port(host, port)
 
 
 def _print_banner(

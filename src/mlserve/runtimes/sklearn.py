@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import joblib
 import numpy as np
@@ -12,12 +12,24 @@ import pandas as pd
 
 from mlserve.errors import ArtifactError, InvalidInput, UnsafeArtifact
 from mlserve.runtimes.base import Batch, ModelFacts
-from mlserve.runtimes.forest import ForestKernel
 from mlserve.runtimes.linear import LinearKernel
 from mlserve.types import Signature, VersionManifest
 
+if TYPE_CHECKING:
+    from mlserve.runtimes.forest import ForestKernel
+
 SKOPS_SUFFIX = ".skops"
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+FOREST_CLASS_NAMES = frozenset(
+    {
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesRegressor",
+    }
+)
+"""The class names of ``forest.FORESTS`` (keep them equal): the forest kernel, and with it
+scikit-learn's ensembles and trees, is imported only for a model of one of these classes."""
 SAFE_EXTRA_TYPES = frozenset({"numpy.dtype"})
 """Types skops does not trust by default that load without running code: skops rebuilds a
 dtype from an empty array. SimpleImputer keeps one, so every trained pipeline has it."""
@@ -111,7 +123,11 @@ class SklearnRuntime:
         raw_classes = getattr(estimator, "classes_", None)
         self._classes: list[object] = [] if raw_classes is None else list(raw_classes)
         self._prefix, self._kernel = _kernel(estimator)
-        self._scales_with_threads = isinstance(self._kernel, ForestKernel) and (
+        # The kernels are a forest's or a linear classifier's (see _kernel_of).
+        self._forest: ForestKernel | None = (
+            None if self._kernel is None or isinstance(self._kernel, LinearKernel) else self._kernel
+        )
+        self._scales_with_threads = self._forest is not None and (
             self._prefix is None or _row_wise(self._prefix)
         )
 
@@ -144,7 +160,7 @@ class SklearnRuntime:
     def uses_forest_kernel(self) -> bool:
         """True when forest predictions skip scikit-learn's per-call overhead
         (``runtimes/forest.py``)."""
-        return isinstance(self._kernel, ForestKernel)
+        return self._forest is not None
 
     @property
     def scales_with_threads(self) -> bool:
@@ -177,8 +193,8 @@ class SklearnRuntime:
         them), else in two calls. Raises InvalidInput when the model has no probabilities."""
         if not self._has_proba:
             raise InvalidInput("this model does not give probabilities (no predict_proba)")
-        kernel = self._kernel
-        if not isinstance(kernel, ForestKernel) or not kernel.is_classifier:
+        kernel = self._forest
+        if kernel is None or not kernel.is_classifier:
             return self.predict(batch), self.predict_proba(batch)
         with _quiet_arithmetic():
             rows, taken = self._kernel_rows(batch, kernel)
@@ -298,7 +314,13 @@ def _row_wise(step: Any) -> bool:
 
 
 def _kernel_of(model: Any) -> ForestKernel | LinearKernel | None:
-    return ForestKernel.of(model) or LinearKernel.of(model)
+    if type(model).__name__ in FOREST_CLASS_NAMES:
+        from mlserve.runtimes.forest import ForestKernel
+
+        forest = ForestKernel.of(model)  # None for a same-named class that is not a forest
+        if forest is not None:
+            return forest
+    return LinearKernel.of(model)
 
 
 def _normalize(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -46,21 +46,17 @@ from mlserve.serving.errors import handle_mlserve_error, handle_unexpected, json
 from mlserve.serving.executor import InferenceExecutor
 from mlserve.serving.fastpath import FastPathMiddleware, ServingApp, inference_routes
 from mlserve.serving.feedback import ONLINE_REFRESH_S, UNKNOWN_RETRY_S, OnlineScores
-from mlserve.serving.grpc import CallConfig, GrpcConfig, GrpcServer
 from mlserve.serving.inference import PredictionServices
 from mlserve.serving.middleware import MiddlewareConfig, ObservabilityMiddleware, is_loopback
 from mlserve.serving.models import ModelManager, discover_model_dir, resolve_refs
 from mlserve.serving.served import ModelSource, VersionLoader, VersionOptions
-from mlserve.serving.shared_cache import (
-    CacheCounters,
-    CachedVersion,
-    RedisLink,
-    SharedCacheConfig,
-    SharedPredictionCache,
-)
 from mlserve.serving.state import ServerState
 from mlserve.settings import Settings, load_settings
 from mlserve.types import ModelRef
+
+if TYPE_CHECKING:
+    from mlserve.serving.grpc import GrpcServer
+    from mlserve.serving.shared_cache import RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +274,14 @@ def _version_options(
             errors = metrics.cache_errors.labels(model, version)
             # Settings refuse `cache: redis` without redis_url, so the link exists then.
             if options.cache == "redis" and link is not None:
+                # Imported here: redis.asyncio is slow to import, and most servers never use it.
+                from mlserve.serving.shared_cache import (
+                    CacheCounters,
+                    CachedVersion,
+                    SharedCacheConfig,
+                    SharedPredictionCache,
+                )
+
                 return SharedPredictionCache(
                     link,
                     CachedVersion(model, version, sha256),
@@ -313,6 +317,9 @@ def _grpc_server(
     """The gRPC server (not started), or None when grpc_port is 0."""
     if not settings.grpc_port:
         return None
+    # Imported here: with gRPC off, grpc and protobuf are not imported at all.
+    from mlserve.serving.grpc import CallConfig, GrpcConfig, GrpcServer
+
     config = GrpcConfig(
         host=settings.host,
         port=settings.grpc_port,
@@ -334,6 +341,8 @@ def _redis_link(settings: Settings) -> RedisLink | None:
     cached there gets a request)."""
     if settings.redis_url is None:
         return None
+    from mlserve.serving.shared_cache import RedisLink
+
     return RedisLink(settings.redis_url, settings.redis_timeout_ms / 1000)
 
 

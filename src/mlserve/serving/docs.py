@@ -10,12 +10,12 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-import swagger_ui
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 DOCS_ASSETS = "/docs/assets"
 """Where Swagger UI's own files are served from (the swagger-ui-py package ships them)."""
@@ -230,8 +230,7 @@ def _errors_of(path: str, method: str) -> list[str]:
 def add_offline_docs(app: FastAPI) -> None:
     """Swagger UI at /docs, served with its scripts and styles from this server: the page works
     with no internet access (FastAPI's default loads them from a CDN)."""
-    assets = files(swagger_ui) / "static"
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    app.mount(DOCS_ASSETS, SwaggerAssets(), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs_page() -> HTMLResponse:
@@ -242,3 +241,19 @@ def add_offline_docs(app: FastAPI) -> None:
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
         )
+
+
+class SwaggerAssets:
+    """Swagger UI's own files, from the swagger-ui-py package, which is imported on the first
+    request for one: it imports jinja2, PyYAML and its web-framework adapters, start-up time
+    that serving does not need."""
+
+    def __init__(self) -> None:
+        self._files: StaticFiles | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._files is None:
+            import swagger_ui
+
+            self._files = StaticFiles(directory=str(files(swagger_ui) / "static"))
+        await self._files(scope, receive, send)

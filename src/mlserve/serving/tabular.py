@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mlserve.errors import InvalidInput
 from mlserve.inputs import CheckedRows, RowChecker
@@ -175,6 +174,8 @@ def read_parquet(body: bytes) -> pa.Table:
     A pandas index stored as a column is left out: it names rows, not features, and would be
     an extra column. Raises InvalidInput when the body is not Parquet.
     """
+    import pyarrow.parquet as pq  # here: only Parquet bodies need it, and it slows start-up
+
     try:
         table = pq.read_table(io.BytesIO(body))
     except (pa.ArrowInvalid, OSError) as exc:
