@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -54,6 +55,29 @@ def serve(
 
     Example: [bold]mlserve serve churn@production --port 8080[/bold]
     """
+    # No garbage collection until the first load is done (ModelManager.load_all turns it on
+    # after freezing what start-up made): importing the web stack and loading models creates
+    # objects by the hundred thousand and nearly no garbage, and the full collections that
+    # triggered cost a sixth of the cold start (bench/results/coldstart.md). On again whatever
+    # happens: a start-up error must not leave a calling process without a collector.
+    gc.disable()
+    try:
+        _serve(ctx, refs, host, port, grpc_port, workers, model_dir, all_models=all_models)
+    finally:
+        gc.enable()
+
+
+def _serve(
+    ctx: typer.Context,
+    refs: list[str] | None,
+    host: str | None,
+    port: int | None,
+    grpc_port: int | None,
+    workers: int | None,
+    model_dir: Path | None,
+    *,
+    all_models: bool,
+) -> None:
     cli = context(ctx)
     if all_models and model_dir is not None:
         raise ConfigError("--all serves the registry; it cannot be combined with --model-dir")
@@ -100,6 +124,7 @@ def serve(
         if settings.grpc_port:
             _check_grpc_port(settings.host, settings.grpc_port)
         _print_banner(settings, refs, model_dir, all_models=all_models)
+        gc.enable()  # this process only supervises; each worker loads (app_from_environment)
         serve_workers(FACTORY, options, spec, env)
         return
     app = build_app(settings, list(refs or []), model_dir, follow_all=all_models)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -93,6 +94,7 @@ def build_app(
 
 def app_from_environment() -> FastAPI:
     """Factory for worker processes: settings from the environment, models from SOURCES_ENV."""
+    gc.disable()  # until the first load is done, as `mlserve serve` does (ModelManager.load_all)
     spec = orjson.loads(os.environ.get(SOURCES_ENV, "{}"))
     model_dir = spec.get("model_dir")
     settings = load_settings()
