@@ -125,7 +125,9 @@ def test_sigkill_at_random_moments_never_loses_or_repeats_a_row(
 
 
 def test_ctrl_c_says_how_far_the_job_got_and_how_to_resume(project: BatchProject) -> None:
-    frame = input_frame(ROWS)
+    # Ten times the rows of the other tests: at ~40,000 rows/s a loaded machine could let the
+    # whole job finish between two polls below, before Ctrl-C is sent.
+    frame = input_frame(10 * ROWS)
     source = project.root / "in.csv"
     frame.to_csv(source, index=False)
     output = project.root / "scores.parquet"
@@ -138,6 +140,7 @@ def test_ctrl_c_says_how_far_the_job_got_and_how_to_resume(project: BatchProject
     while done_chunks(output) < 2 and process.poll() is None:
         assert time.monotonic() < deadline, "the job made no progress"
         time.sleep(0.005)
+    assert process.poll() is None, "the job ended before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
